@@ -1,0 +1,82 @@
+"""bulkload: load very large datasets into SafetyKit through its import API.
+
+The public surface is what this module exports; everything in ``bulkload._*`` may change.
+Names are imported on first use, so that ``bulkload --help`` does not pay for aiohttp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__ as __version__
+
+if TYPE_CHECKING:
+    from ._config import LoadConfig as LoadConfig
+    from ._errors import (
+        ApiError as ApiError,
+    )
+    from ._errors import (
+        AuthError as AuthError,
+    )
+    from ._errors import (
+        BulkloadError as BulkloadError,
+    )
+    from ._errors import (
+        ConfigError as ConfigError,
+    )
+    from ._errors import (
+        DiskSpaceError as DiskSpaceError,
+    )
+    from ._errors import (
+        SourceError as SourceError,
+    )
+    from ._errors import (
+        StateError as StateError,
+    )
+    from ._errors import (
+        TooManyRejectsError as TooManyRejectsError,
+    )
+    from ._errors import (
+        UploadError as UploadError,
+    )
+    from ._errors import (
+        UsageError as UsageError,
+    )
+    from ._pipeline import Loader as Loader
+    from ._pipeline import LoadResult as LoadResult
+    from ._pipeline import load as load
+    from ._progress import Progress as Progress
+
+_WHERE = {
+    "LoadConfig": "._config",
+    "ApiError": "._errors",
+    "AuthError": "._errors",
+    "BulkloadError": "._errors",
+    "ConfigError": "._errors",
+    "DiskSpaceError": "._errors",
+    "SourceError": "._errors",
+    "StateError": "._errors",
+    "TooManyRejectsError": "._errors",
+    "UploadError": "._errors",
+    "UsageError": "._errors",
+    "Loader": "._pipeline",
+    "LoadResult": "._pipeline",
+    "load": "._pipeline",
+    "Progress": "._progress",
+}
+
+__all__ = sorted([*_WHERE, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bulkload' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,125 @@
+"""Load options: one frozen, validated record, and the parsers for human sizes and rates."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._errors import ConfigError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+#: S3 refuses a single PUT over 5 GiB, so no shard may be larger.
+MAX_SHARD_BYTES = 5 * GiB
+DEFAULT_BASE_URL = "https://api.safetykit.com"
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "kib": KiB, "mib": MiB, "gib": GiB, "tib": 1024 * GiB,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """``"64MiB"`` → 67108864, ``"500MB"`` → 500000000, ``"1024"`` → 1024 bytes."""
+    m = _SIZE_RE.match(text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _UNITS:
+        raise ConfigError(f"cannot read {text!r} as a size; write e.g. 64MiB, 500MB or 1GiB")
+    return int(float(m.group(1)) * _UNITS[unit])
+
+
+def parse_rate(text: str) -> float:
+    """``"50MB/s"`` → 5e7 bytes per second (the ``/s`` is optional)."""
+    body = text.strip()
+    if body.lower().endswith("/s"):
+        body = body[:-2]
+    value = parse_size(body)
+    if value <= 0:
+        raise ConfigError(f"a rate must be positive, got {text!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadConfig:
+    """Everything that shapes a load, validated on construction.
+
+    Memory: the loader holds about one read block per validation worker plus its results
+    (``2 × workers × block_size``), and streams shards from disk in 1 MiB slices, so its
+    memory does not grow with the input. Disk: at most about ``2 × upload_concurrency``
+    shards (``queue_depth + upload_concurrency``) of ``shard_max_bytes`` each are on disk at
+    once; uploaded shards are removed unless ``keep_shards``.
+
+    Overrides go through ``dataclasses.replace``; a bad value raises ``ConfigError``.
+    """
+
+    shard_max_bytes: int = 64 * MiB
+    #: 100,000 records: with the ~600-byte records of a typical export the byte limit and
+    #: this one meet near 64 MiB; with tiny records it keeps one request (its processing
+    #: time, its results file, what a failure makes you resend) at a reviewable size.
+    shard_max_records: int = 100_000
+    upload_concurrency: int = 8
+    #: Shards waiting for an upload worker; with the ones in flight, ~2× concurrency on disk.
+    queue_depth: int | None = None
+    #: Retries after the first attempt, per API call and per PUT.
+    max_retries: int = 6
+    #: Seconds without progress (connect, or between reads) before an attempt is abandoned.
+    timeout: float = 60.0
+    #: Longest Retry-After honoured; the SDK ignores values over 60 s, which servers that
+    #: ask for 2 minutes during an incident then see as a retry storm.
+    retry_after_cap: float = 300.0
+    id_field: str = "id"
+    coerce_id: bool = False
+    max_rejects: int | None = None
+    keep_shards: bool = False
+    dry_run: bool = False
+    check_duplicates: bool = False
+    max_bandwidth: float | None = None
+    max_rps: float | None = None
+    #: Validation processes; 0 validates in the loader's own thread.
+    workers: int = 0
+    block_size: int = 8 * MiB
+    restart: bool = False
+    grace: float = 30.0
+    ca_bundle: Path | None = None
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.shard_max_bytes <= MAX_SHARD_BYTES:
+            raise ConfigError(
+                f"shard size must be between 1 byte and 5 GiB (S3's limit for one PUT), "
+                f"got {self.shard_max_bytes}"
+            )
+        if self.shard_max_records < 1:
+            raise ConfigError(f"shard records must be >= 1, got {self.shard_max_records}")
+        if self.upload_concurrency < 1:
+            raise ConfigError(f"concurrency must be >= 1, got {self.upload_concurrency}")
+        if self.queue_depth is not None and self.queue_depth < 1:
+            raise ConfigError(f"queue_depth must be >= 1, got {self.queue_depth}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max retries must be >= 0, got {self.max_retries}")
+        if self.timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if not self.id_field:
+            raise ConfigError("id field must not be empty")
+        if self.max_rejects is not None and self.max_rejects < 0:
+            raise ConfigError(f"max rejects must be >= 0, got {self.max_rejects}")
+        if self.max_rps is not None and self.max_rps <= 0:
+            raise ConfigError(f"max rps must be > 0, got {self.max_rps}")
+        if self.max_bandwidth is not None and self.max_bandwidth <= 0:
+            raise ConfigError(f"max bandwidth must be > 0, got {self.max_bandwidth}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be >= 0, got {self.workers}")
+        if self.block_size < 64 * KiB:
+            raise ConfigError(f"block size must be >= 64 KiB, got {self.block_size}")
+        if self.grace < 0:
+            raise ConfigError(f"grace must be >= 0 seconds, got {self.grace}")
+
+    @property
+    def effective_queue_depth(self) -> int:
+        return self.queue_depth if self.queue_depth is not None else self.upload_concurrency

@@ -1,0 +1,78 @@
+"""The one exception tree of bulkload.
+
+Every failure a user can meet is one of these, with a message that says what failed, where
+(file and line, shard, requestId) and what to try next. Exceptions from aiohttp and the OS
+are translated once, at the seams in ``_api.py``, ``_upload.py`` and ``_sources.py``, and
+chained with ``raise ... from exc``.
+
+::
+
+    BulkloadError
+    ├── ConfigError(BulkloadError, ValueError)    a bad option value
+    ├── SourceError                               an input cannot be read (path, line_no)
+    ├── DiskSpaceError                            the work dir is (nearly) full
+    ├── StateError                                the work dir does not match this run
+    ├── TooManyRejectsError                       --max-rejects exceeded
+    ├── ApiError                                  the SafetyKit API said no (status, body)
+    │   └── AuthError                             401/403 on an API call: the key
+    ├── UploadError                               a shard failed after all retries
+    └── UsageError(BulkloadError, RuntimeError)   the library used wrongly
+"""
+
+from __future__ import annotations
+
+
+class BulkloadError(Exception):
+    """Root of every error bulkload raises on purpose."""
+
+
+class ConfigError(BulkloadError, ValueError):
+    """An option has a value bulkload cannot use."""
+
+
+class SourceError(BulkloadError):
+    """An input cannot be read: missing, unreadable, corrupt or not JSONL."""
+
+    def __init__(self, message: str, *, path: str | None = None, line_no: int | None = None):
+        super().__init__(message)
+        self.path = path
+        self.line_no = line_no
+
+
+class DiskSpaceError(BulkloadError):
+    """The work dir has no room for the next shard."""
+
+
+class StateError(BulkloadError):
+    """The work dir belongs to another run (other inputs, namespace or options)."""
+
+
+class TooManyRejectsError(BulkloadError):
+    """More lines were rejected than ``max_rejects`` allows."""
+
+
+class ApiError(BulkloadError):
+    """The SafetyKit API answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class AuthError(ApiError):
+    """The API refused the key (401/403 on an API call)."""
+
+
+class UploadError(BulkloadError):
+    """A shard could not be uploaded after all retries."""
+
+    def __init__(self, message: str, *, shard: int, attempts: int, last_error: str):
+        super().__init__(message)
+        self.shard = shard
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class UsageError(BulkloadError, RuntimeError):
+    """The library was used wrongly, e.g. a Loader used after it was closed."""

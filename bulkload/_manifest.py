@@ -1,0 +1,345 @@
+"""The durable record of a run: a private journal, and the shareable ``manifest.json``.
+
+Two files, two jobs:
+
+* ``state/journal.jsonl`` (mode 0600, in a 0700 dir) is the source of truth. Every step of a
+  shard is appended and fsynced *before* the step it enables ("write down before you act"):
+  the shard's identity (md5, size, source lines) before its import call is made, the
+  requestId and upload URL before the PUT, the outcome after. Appending keeps the cost of a
+  step constant however many shards a run has; a rewrite of a large manifest per step would
+  not. It holds upload URLs (credentials), hence the mode; never the API key.
+* ``manifest.json`` is a view of the journal for people and scripts: no URLs, written
+  atomically (temp file, fsync, rename, fsync of the directory) at most about once a second
+  while a run goes, and always at its end or interruption.
+
+A rerun replays the journal: uploaded shards are skipped, a shard with a still-valid URL is
+PUT again to it (same requestId), failed ones are retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ._api import ImportTicket, parse_time
+from ._errors import StateError
+from ._version import __version__
+
+MANIFEST = "manifest.json"
+REJECTS = "rejects.jsonl"
+SHARDS_DIR = "shards"
+STATE_DIR = "state"
+JOURNAL = "journal.jsonl"
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that a reader sees the old or the new file, whole."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(slots=True)
+class ShardEntry:
+    """What the run knows about one shard. ``upload_url`` stays in the private journal."""
+
+    index: int
+    records: int
+    bytes: int
+    md5: str
+    sources: list[dict[str, Any]]
+    status: str = "pending"  # pending | uploaded | failed
+    request_id: str | None = None
+    object_key: str | None = None
+    attempts: int = 0
+    etag: str | None = None
+    error: str | None = None
+    abandoned_request_ids: list[str] = field(default_factory=list)
+    uploaded_at: str | None = None
+    upload_url: str | None = field(default=None, repr=False)
+    expires_at: str | None = None
+    processing: dict[str, Any] | None = None
+
+    def ticket(self) -> ImportTicket | None:
+        if self.request_id is None or self.upload_url is None:
+            return None
+        return ImportTicket(
+            request_id=self.request_id,
+            object_key=self.object_key or "",
+            upload_url=self.upload_url,
+            expires_at=parse_time(self.expires_at),
+        )
+
+    def public(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "index": self.index,
+            "request_id": self.request_id,
+            "status": self.status,
+            "records": self.records,
+            "bytes": self.bytes,
+            "md5": self.md5,
+            "sources": self.sources,
+            "object_key": self.object_key,
+            "attempts": self.attempts,
+            "etag": self.etag,
+            "error": self.error,
+            "abandoned_request_ids": self.abandoned_request_ids,
+            "uploaded_at": self.uploaded_at,
+        }
+        if self.processing is not None:
+            doc.update(self.processing)
+        return doc
+
+
+class RunState:
+    """The journal and the manifest of one work dir. Methods are blocking: call them from a
+    worker thread (``asyncio.to_thread``); one lock orders them."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.state_dir = work_dir / STATE_DIR
+        self.journal_path = self.state_dir / JOURNAL
+        self.manifest_path = work_dir / MANIFEST
+        self.shards: dict[int, ShardEntry] = {}
+        self.run: dict[str, Any] = {}
+        self.totals: dict[str, int] = {}
+        self.finished_at: str | None = None
+        self.runs = 0
+        self._lock = threading.Lock()
+        self._journal: Any = None
+        self._last_manifest = 0.0
+        self._journal_optional = False
+        self.dirty = False
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, work_dir: Path) -> RunState:
+        """Read what a previous run left (nothing, for a new work dir)."""
+        state = cls(work_dir)
+        if state.journal_path.exists():
+            state._replay()
+        return state
+
+    @classmethod
+    def open_follow(cls, path: Path) -> RunState:
+        """For ``status``/``wait``: a work dir (its journal), or a bare manifest file."""
+        manifest = path / MANIFEST if path.is_dir() else path
+        state = cls(manifest.parent)
+        state.manifest_path = manifest
+        if manifest.name == MANIFEST and state.journal_path.exists():
+            state._replay()
+            fd = os.open(state.journal_path, os.O_WRONLY | os.O_APPEND)
+            state._journal = os.fdopen(fd, "ab")
+            return state
+        doc = load_manifest(manifest)
+        state.run = {
+            k: doc.get(k) for k in ("namespace", "base_url", "inputs", "options", "started_at")
+        }
+        state.totals = {
+            k: v
+            for k, v in doc.get("totals", {}).items()
+            if k in ("lines", "records", "rejected", "blank")
+        }
+        state.finished_at = doc.get("finished_at")
+        for s in doc["shards"]:
+            entry = ShardEntry(
+                index=s["index"], records=s.get("records", 0), bytes=s.get("bytes", 0),
+                md5=s.get("md5", ""), sources=s.get("sources", []),
+                status=s.get("status", "pending"), request_id=s.get("request_id"),
+                object_key=s.get("object_key"), attempts=s.get("attempts", 0),
+                etag=s.get("etag"), error=s.get("error"),
+                abandoned_request_ids=s.get("abandoned_request_ids", []),
+                uploaded_at=s.get("uploaded_at"),
+            )  # fmt: skip
+            proc = {
+                k: s[k]
+                for k in ("processing_status", "data_count", "error_summary", "results_file")
+                if k in s
+            }
+            entry.processing = proc or None
+            state.shards[entry.index] = entry
+        state._journal_optional = True
+        return state
+
+    def _replay(self) -> None:
+        with open(self.journal_path, "rb") as f:
+            for raw in f:
+                try:
+                    event = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    # Only the last line can be torn (a kill mid-append); it was never acted on.
+                    continue
+                self._apply(event)
+
+    def start(self, run: dict[str, Any]) -> None:
+        """Begin a run: create the work dir, open the journal, record the run's identity."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        self._journal = os.fdopen(fd, "ab")
+        self.record({"t": "run", **run})
+
+    def close(self) -> None:
+        with self._lock:
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = None
+
+    # -- events --------------------------------------------------------------------------
+
+    def record(self, event: dict[str, Any]) -> None:
+        """Append ``event`` durably, then apply it."""
+        line = orjson.dumps(event) + b"\n"
+        with self._lock:
+            if self._journal is None and self._journal_optional:
+                self._apply(event)
+                self.dirty = True
+                return
+            if self._journal is None:
+                raise StateError(f"{self.journal_path}: the run's journal is not open")
+            self._journal.write(line)
+            self._journal.flush()
+            os.fsync(self._journal.fileno())
+            self._apply(event)
+            self.dirty = True
+
+    def _apply(self, e: dict[str, Any]) -> None:
+        kind = e.get("t")
+        if kind == "run":
+            self.run = {k: v for k, v in e.items() if k != "t"}
+            self.runs += 1
+            self.finished_at = None
+            return
+        if kind == "finish":
+            self.finished_at = e.get("at")
+            self.totals = dict(e.get("totals", {}))
+            return
+        index = e.get("index")
+        if not isinstance(index, int):
+            return
+        if kind == "shard":
+            old = self.shards.get(index)
+            if old is None or old.md5 != e["md5"]:
+                self.shards[index] = ShardEntry(
+                    index=index,
+                    records=e["records"],
+                    bytes=e["bytes"],
+                    md5=e["md5"],
+                    sources=e["sources"],
+                )
+            return
+        entry = self.shards.get(index)
+        if entry is None:
+            return
+        if kind == "ticket":
+            entry.request_id = e["request_id"]
+            entry.object_key = e.get("object_key")
+            entry.upload_url = e.get("upload_url")
+            entry.expires_at = e.get("expires_at")
+        elif kind == "abandon":
+            if entry.request_id and entry.request_id not in entry.abandoned_request_ids:
+                entry.abandoned_request_ids.append(entry.request_id)
+            entry.request_id = entry.upload_url = entry.expires_at = entry.object_key = None
+        elif kind == "uploaded":
+            entry.status = "uploaded"
+            entry.etag = e.get("etag")
+            entry.attempts = e.get("attempts", entry.attempts)
+            entry.uploaded_at = e.get("at")
+            entry.error = None
+            entry.upload_url = None  # spent: never PUT this shard again
+        elif kind == "failed":
+            entry.status = "failed"
+            entry.error = e.get("error")
+            entry.attempts = e.get("attempts", entry.attempts)
+        elif kind == "retry":
+            # A failed shard is being tried again by this run.
+            entry.status = "pending"
+            entry.error = None
+        elif kind == "processing":
+            entry.processing = {k: v for k, v in e.items() if k not in ("t", "index")}
+
+    # -- the manifest --------------------------------------------------------------------
+
+    def manifest(self) -> dict[str, Any]:
+        shards = [self.shards[i].public() for i in sorted(self.shards)]
+        uploaded = sum(1 for s in self.shards.values() if s.status == "uploaded")
+        failed = sum(1 for s in self.shards.values() if s.status == "failed")
+        totals = {
+            "lines": 0, "records": 0, "rejected": 0, "blank": 0,
+            **self.totals,
+            "shards": len(shards), "uploaded": uploaded, "failed": failed,
+        }  # fmt: skip
+        return {
+            "tool": "bulkload",
+            "version": __version__,
+            "namespace": self.run.get("namespace"),
+            "base_url": self.run.get("base_url"),
+            "work_dir": str(self.work_dir),
+            "inputs": self.run.get("inputs", []),
+            "options": self.run.get("options", {}),
+            "started_at": self.run.get("started_at"),
+            "finished_at": self.finished_at,
+            "runs": self.runs,
+            "dry_run": bool(self.run.get("options", {}).get("dry_run", False)),
+            "shards": shards,
+            "totals": totals,
+        }
+
+    def write_manifest(self, *, force: bool = True, min_interval: float = 1.0) -> None:
+        with self._lock:
+            if not force and (
+                not self.dirty or time.monotonic() - self._last_manifest < min_interval
+            ):
+                return
+            data = orjson.dumps(self.manifest(), option=orjson.OPT_INDENT_2) + b"\n"
+            self.dirty = False
+            self._last_manifest = time.monotonic()
+        atomic_write(self.manifest_path, data)
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    """Read a manifest (or the manifest of a work dir) for ``status`` and ``wait``."""
+    if path.is_dir():
+        path = path / MANIFEST
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise StateError(f"{path}: no manifest here; give a work dir of `bulkload load`") from None
+    except orjson.JSONDecodeError as exc:
+        raise StateError(f"{path}: not a valid manifest ({exc})") from None
+    if not isinstance(doc, dict) or "shards" not in doc:
+        raise StateError(f"{path}: not a bulkload manifest (no shards)")
+    return doc

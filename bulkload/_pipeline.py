@@ -1,0 +1,814 @@
+"""``Loader``: wires read → validate → shard → upload → manifest, and owns every task.
+
+::
+
+    reader thread                         event loop (one TaskGroup)
+    ─────────────                         ──────────────────────────
+    inputs ─► blocks ─► validate_chunk ─► ShardWriter ─► _accept ─► queue ─► upload workers
+              (8 MiB)   (process pool      (fsynced     (journal   (bounded)  (import call just
+                         when workers>0)    shard file)  "shard")              in time, PUT, journal)
+
+The reader runs in one worker thread because its work is CPU and blocking file I/O; it hands
+each finished shard to the loop and blocks while the queue is full, so a slow network slows
+the reader down instead of filling the disk (backpressure). With the shards in flight, at
+most about ``queue_depth + upload_concurrency`` shards exist on disk at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from ._api import ApiClient, ImportTicket
+from ._config import DEFAULT_BASE_URL, LoadConfig
+from ._errors import (
+    ApiError,
+    AuthError,
+    BulkloadError,
+    ConfigError,
+    StateError,
+    TooManyRejectsError,
+    UsageError,
+)
+from ._http import is_loopback_host, make_session
+from ._manifest import REJECTS, SHARDS_DIR, RunState, ShardEntry, now_iso
+from ._progress import Progress, Stats
+from ._retry import RetryPolicy
+from ._shard import ShardInfo, ShardWriter
+from ._sources import Chunk, Source, iter_chunks, resolve_inputs
+from ._throttle import AdaptiveLimit, RateLimiter
+from ._upload import SLICE, PutFailure, put_shard
+from ._validate import ChunkResult, ValidateOptions, reject_json, validate_chunk
+
+log = logging.getLogger("bulkload")
+
+#: Options that decide where shards begin and end; a resume must use the same ones.
+_SHARDING_OPTIONS = ("shard_max_bytes", "shard_max_records", "id_field", "coerce_id")
+#: A URL whose expiry is nearer than this is replaced before a PUT (time to send a shard).
+_RECORDS_SOURCE = "<records>"
+#: Serialized records handed to validation at once by ``load_records``.
+_RECORD_BATCH_BYTES = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What a load did. ``exit_code`` follows the CLI contract (0, 3, 4, 130)."""
+
+    namespace: str
+    work_dir: Path
+    manifest_path: Path
+    rejects_path: Path
+    lines: int
+    records: int
+    rejected: int
+    blank: int
+    shards: int
+    uploaded: int
+    skipped: int
+    failed: int
+    bytes_read: int
+    bytes_uploaded: int
+    elapsed: float
+    dry_run: bool
+    interrupted: bool = False
+    failed_shards: tuple[int, ...] = field(default_factory=tuple)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        if self.failed:
+            return 4
+        if self.rejected:
+            return 3
+        return 0
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["work_dir"] = str(self.work_dir)
+        doc["manifest_path"] = str(self.manifest_path)
+        doc["rejects_path"] = str(self.rejects_path)
+        doc["failed_shards"] = list(self.failed_shards)
+        doc["exit_code"] = self.exit_code
+        return doc
+
+
+class _Stop(Exception):
+    """Raised in the reader thread when the run is asked to stop."""
+
+
+class Loader:
+    """Loads JSONL inputs or records into one SafetyKit namespace.
+
+    ::
+
+        async with Loader("products", api_key=key, work_dir="runs/products") as loader:
+            result = await loader.load(["exports/"])
+
+    The key is read from ``api_key`` or ``SAFETYKIT_API_KEY``; the base URL from
+    ``base_url``, ``SAFETYKIT_BASE_URL``, or the public API. Rerunning with the same
+    ``work_dir`` resumes. ``on_progress`` receives a ``Progress`` a few times a second.
+
+    On cancellation: the reader stops, uploads in flight are abandoned (a rerun PUTs them
+    again to the same URL), and the manifest is flushed before the cancellation propagates.
+    """
+
+    def __init__(
+        self,
+        namespace: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        work_dir: str | os.PathLike[str] | None = None,
+        config: LoadConfig | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        **options: Any,
+    ) -> None:
+        if not namespace or not all(c.isalnum() or c in "_-" for c in namespace):
+            raise ConfigError(f"namespace {namespace!r} may only hold letters, digits, '_' and '-'")
+        self.namespace = namespace
+        self.config = replace(config or LoadConfig(), **options)
+        self.base_url = (
+            base_url or os.environ.get("SAFETYKIT_BASE_URL") or DEFAULT_BASE_URL
+        ).rstrip("/")
+        self.__api_key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
+        if not self.config.dry_run and not self.__api_key:
+            raise ConfigError(
+                "no API key: set SAFETYKIT_API_KEY or use --api-key-file (or --dry-run)"
+            )
+        self.work_dir = Path(work_dir) if work_dir is not None else Path(f"bulkload-{namespace}")
+        self.on_progress = on_progress
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._stop = threading.Event()
+        self._stop_requested: asyncio.Event | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Loader(namespace={self.namespace!r}, base_url={self.base_url!r}, "
+            f"work_dir={str(self.work_dir)!r})"
+        )
+
+    async def __aenter__(self) -> Loader:
+        if self._closed:
+            raise UsageError("this Loader is closed; make a new one")
+        if not self.config.dry_run and self._session is None:
+            if self.base_url.startswith("http://") and not is_loopback_host(self.base_url):
+                log.warning(
+                    "the API key will travel unencrypted over plain http to %s; "
+                    "use https unless this is a trusted test server",
+                    self.base_url,
+                )
+            self._session = make_session(
+                timeout=self.config.timeout, ca_bundle=self.config.ca_bundle
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP session. On cancellation: the session is closed all the same."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None:
+            await asyncio.shield(session.close())
+
+    def request_stop(self) -> None:
+        """Stop gracefully: read no more, start no new upload, finish the ones in flight
+        within ``config.grace`` seconds, then cancel them. Safe from a signal handler."""
+        self._stop.set()
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    # -- public entry points -------------------------------------------------------------
+
+    async def load(self, inputs: Sequence[str | os.PathLike[str]]) -> LoadResult:
+        """Validate, shard and upload files, directories, globs or ``-`` (stdin)."""
+        specs = [os.fspath(i) for i in inputs]
+        if not specs:
+            raise ConfigError("no inputs: give at least one file, directory, glob or -")
+        sources = await asyncio.to_thread(resolve_inputs, specs)
+        run = _Run(self, sources)
+        return await run.execute(lambda: run.read_sources())
+
+    async def load_records(
+        self, records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]]
+    ) -> LoadResult:
+        """Validate, shard and upload records (e.g. rows from a database cursor).
+
+        Each record is serialized with orjson; its origin in manifest and rejects is
+        ``<records>`` and its 1-based position. A rerun resumes when the iterable yields
+        the same records again.
+        """
+        run = _Run(self, [])
+        return await run.execute(None, records=records)
+
+    # -- used by _Run ----------------------------------------------------------------------
+
+    def _api(self, session: aiohttp.ClientSession, limit: AdaptiveLimit) -> ApiClient:
+        assert self.__api_key is not None
+        rate = RateLimiter(self.config.max_rps) if self.config.max_rps else None
+        return ApiClient(
+            session, self.base_url, self.__api_key, policy=self._policy(), rate=rate, limit=limit
+        )
+
+    def _policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_retries=self.config.max_retries, retry_after_cap=self.config.retry_after_cap
+        )
+
+
+class _Run:
+    """One execution of a load: the state shared by the reader thread and the upload tasks."""
+
+    def __init__(self, loader: Loader, sources: list[Source]) -> None:
+        self.loader = loader
+        self.cfg = loader.config
+        self.sources = sources
+        self.stats = Stats(started=time.monotonic())
+        known = [s.size for s in sources]
+        if sources and all(
+            k is not None and s.compression is None for k, s in zip(known, sources, strict=True)
+        ):
+            self.stats.bytes_total = sum(k or 0 for k in known)
+        self.state = RunState.open(loader.work_dir)
+        self.shard_dir = loader.work_dir / SHARDS_DIR
+        self.rejects_path = loader.work_dir / REJECTS
+        self.vopts = ValidateOptions(
+            id_field=self.cfg.id_field,
+            coerce_id=self.cfg.coerce_id,
+            max_record_bytes=self.cfg.shard_max_bytes,
+        )
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.queue: asyncio.Queue[ShardInfo | None] = asyncio.Queue(self.cfg.effective_queue_depth)
+        self.failed_shards: list[int] = []
+        self.api_ok = False
+        self.reader_done = False
+        self._rejects_file: Any = None
+
+    # -- set-up and tear-down ----------------------------------------------------------------
+
+    def _run_identity(self) -> dict[str, Any]:
+        options = {k: v for k, v in asdict(self.cfg).items() if k not in ("extra_headers",)}
+        options["ca_bundle"] = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
+        return {
+            "namespace": self.loader.namespace,
+            "base_url": self.loader.base_url,
+            "inputs": [
+                {"path": s.display, "size": s.size, "mtime_ns": s.mtime_ns,
+                 "compression": s.compression}
+                for s in self.sources
+            ],
+            "options": options,
+            "started_at": now_iso(),
+        }  # fmt: skip
+
+    def _check_resume(self, identity: dict[str, Any]) -> None:
+        """Refuse to resume a work dir that belongs to other inputs or options."""
+        old = self.state.run
+        if not old or not self.state.shards:
+            return
+        if self.cfg.restart:
+            self._set_aside()
+            return
+        problems = []
+        if old.get("namespace") != identity["namespace"]:
+            problems.append(f"namespace was {old.get('namespace')!r}")
+        old_opts = old.get("options", {})
+        for key in _SHARDING_OPTIONS:
+            if key in old_opts and old_opts[key] != identity["options"][key]:
+                problems.append(f"{key} was {old_opts[key]!r}, now {identity['options'][key]!r}")
+        old_inputs = [(i["path"], i.get("size"), i.get("mtime_ns")) for i in old.get("inputs", [])]
+        new_inputs = [(i["path"], i["size"], i["mtime_ns"]) for i in identity["inputs"]]
+        if old_inputs != new_inputs and new_inputs and not all(i[0] == "-" for i in new_inputs):
+            problems.append("the inputs changed (paths, sizes or modification times)")
+        if problems:
+            raise StateError(
+                f"{self.loader.work_dir} holds an earlier run that this one cannot resume: "
+                + "; ".join(problems)
+                + ". Rerun with the same inputs and options, use another --work-dir, "
+                "or add --restart to start over (the earlier manifest is kept aside)."
+            )
+
+    def _set_aside(self) -> None:
+        """--restart: keep the earlier manifest and journal under a timestamped name."""
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        work = self.loader.work_dir
+        for path in (work / "manifest.json", self.state.journal_path):
+            if path.exists():
+                path.rename(path.with_name(f"{path.stem}.before-{stamp}{path.suffix}"))
+        if self.shard_dir.exists():
+            shutil.rmtree(self.shard_dir)
+        self.state = RunState(work)
+
+    def _begin(self) -> None:
+        identity = self._run_identity()
+        self._check_resume(identity)
+        self.state.start(identity)
+        self.shard_dir.mkdir(parents=True, exist_ok=True)
+        # Rejects are regenerated on every run: the run re-reads its inputs from the start,
+        # so the file is complete and has each bad line once.
+        self._rejects_file = open(self.rejects_path, "wb")  # noqa: SIM115 - closed in _end
+
+    def _end(self, *, finished: bool) -> None:
+        """Close the run: totals into the journal (a finished run only) and the manifest."""
+        if self._rejects_file is not None:
+            self._rejects_file.close()
+            self._rejects_file = None
+        s = self.stats
+        totals = {"lines": s.lines, "records": s.records, "rejected": s.rejected, "blank": s.blank}
+        if finished:
+            self.state.record({"t": "finish", "at": now_iso(), "totals": totals})
+        else:
+            self.state.totals = totals
+        self.state.write_manifest(force=True)
+        self.state.close()
+
+    # -- the run ------------------------------------------------------------------------------
+
+    async def execute(
+        self,
+        read: Callable[[], None] | None,
+        *,
+        records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None = None,
+    ) -> LoadResult:
+        loader = self.loader
+        session = loader._session
+        if session is None and not self.cfg.dry_run:
+            raise UsageError("use the Loader as `async with Loader(...) as loader:`")
+        self.loop = asyncio.get_running_loop()
+        loader._stop.clear()
+        stop_requested = loader._stop_requested = asyncio.Event()
+        await asyncio.to_thread(self._begin)
+        limit = AdaptiveLimit(self.cfg.upload_concurrency)
+        api = loader._api(session, limit) if session is not None else None
+        bandwidth = (
+            RateLimiter(self.cfg.max_bandwidth, burst=SLICE) if self.cfg.max_bandwidth else None
+        )
+        reader: asyncio.Future[None] | None = None
+        try:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    ticker = tg.create_task(self._tick())
+                    workers = [
+                        tg.create_task(self._worker(session, api, limit, bandwidth))
+                        for _ in range(self.cfg.upload_concurrency)
+                    ]
+                    watchdog = tg.create_task(self._watchdog(workers))
+                    if read is not None:
+                        reader = self.loop.run_in_executor(None, self._guarded, read)
+                        await reader
+                    else:
+                        assert records is not None
+                        with contextlib.suppress(_Stop):
+                            await self._read_records(records)
+                    for _ in workers:
+                        await self.queue.put(None)
+                    await asyncio.gather(*workers)
+                    watchdog.cancel()
+                    ticker.cancel()
+            except* _Stop:
+                pass  # the grace period ran out; the result says what is unfinished
+        except BaseException as exc:
+            # Fatal error or cancellation: stop the reader, record what is known, re-raise
+            # the error itself rather than the TaskGroup's wrapper around it.
+            loader._stop.set()
+            if reader is not None:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(reader)
+            self._end(finished=False)
+            raise _unwrap(exc) from None
+        loader._stop.set()
+        finished = self.reader_done and not stop_requested.is_set()
+        await asyncio.to_thread(self._end, finished=finished)
+        if loader.on_progress is not None:
+            loader.on_progress(self.stats.snapshot())
+        return self._result(interrupted=not finished and stop_requested.is_set())
+
+    def _guarded(self, read: Callable[[], None]) -> None:
+        with contextlib.suppress(_Stop):
+            read()
+
+    async def _watchdog(self, workers: list[asyncio.Task[None]]) -> None:
+        """After a stop request, give uploads in flight ``grace`` seconds, then cancel them."""
+        assert self.loader._stop_requested is not None
+        await self.loader._stop_requested.wait()
+        self.queue_drain()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.cfg.grace):
+                await asyncio.gather(*workers, return_exceptions=True)
+        for w in workers:
+            w.cancel()
+        raise _Stop
+
+    def queue_drain(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
+
+    async def _tick(self) -> None:
+        """Progress a few times a second; the manifest at most once a second."""
+        while True:
+            if self.loader.on_progress is not None:
+                self.loader.on_progress(self.stats.snapshot())
+            if self.state.dirty:
+                await asyncio.to_thread(self.state.write_manifest, force=False)
+            await asyncio.sleep(0.25)
+
+    # -- reading (in the reader thread) ----------------------------------------------------------
+
+    def read_sources(self) -> None:
+        writer = ShardWriter(
+            self.shard_dir,
+            max_bytes=self.cfg.shard_max_bytes,
+            max_records=self.cfg.shard_max_records,
+        )
+        try:
+            for source in self.sources:
+                for chunk, result in self._validated(source):
+                    for shard in self._take(source.display, len(chunk.data), result, writer):
+                        self._hand_over(shard)
+            last = writer.flush()
+            if last is not None:
+                self._hand_over(last)
+            self.reader_done = True
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _validated(self, source: Source) -> Iterator[tuple[Chunk, ChunkResult]]:
+        chunks = iter_chunks(source, self.cfg.block_size)
+        if self.cfg.workers <= 0:
+            for chunk in chunks:
+                if self.loader._stop.is_set():
+                    raise _Stop
+                yield chunk, validate_chunk(chunk.data, chunk.first_line, self.vopts)
+            return
+        # Validation is the CPU cost: spread blocks over worker processes, keeping results
+        # in input order and at most 2 blocks per worker in flight (bounded memory).
+        with ProcessPoolExecutor(self.cfg.workers) as pool:
+            window: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
+            for chunk in chunks:
+                if self.loader._stop.is_set():
+                    raise _Stop
+                window.append(
+                    (chunk, pool.submit(validate_chunk, chunk.data, chunk.first_line, self.vopts))
+                )
+                if len(window) >= 2 * self.cfg.workers:
+                    done, fut = window.popleft()
+                    yield done, fut.result()
+            while window:
+                done, fut = window.popleft()
+                yield done, fut.result()
+
+    def _take(
+        self, source: str, nbytes: int, result: ChunkResult, writer: ShardWriter
+    ) -> list[ShardInfo]:
+        """Count a validated block, write its rejects, feed its records to the shards."""
+        s = self.stats
+        s.bytes_read += nbytes
+        s.lines += result.lines
+        s.records += len(result.ends)
+        s.blank += result.blank
+        if result.rejects:
+            s.rejected += len(result.rejects)
+            self._rejects_file.write(b"".join(reject_json(source, r) for r in result.rejects))
+            self._rejects_file.flush()
+            if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
+                first = result.rejects[0]
+                raise TooManyRejectsError(
+                    f"more than {self.cfg.max_rejects} lines rejected (e.g. {source} line "
+                    f"{first.line}: {first.error}); see {self.rejects_path}. Fix the input or "
+                    "raise --max-rejects."
+                )
+        return writer.feed(source, result)
+
+    def _hand_over(self, shard: ShardInfo) -> None:
+        """From the reader thread: give a finished shard to the loop; wait while it is full."""
+        assert self.loop is not None
+        if self.loader._stop.is_set():
+            raise _Stop
+        future = asyncio.run_coroutine_threadsafe(self._accept(shard), self.loop)
+        while True:
+            try:
+                future.result(timeout=0.5)
+                return
+            except TimeoutError:
+                if self.loader._stop.is_set():
+                    future.cancel()
+                    raise _Stop from None
+
+    async def _read_records(
+        self, records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]]
+    ) -> None:
+        writer = ShardWriter(
+            self.shard_dir,
+            max_bytes=self.cfg.shard_max_bytes,
+            max_records=self.cfg.shard_max_records,
+        )
+        batch: list[bytes] = []
+        size = 0
+        line_no = 1
+        first = 1
+
+        async def flush() -> None:
+            nonlocal batch, size, first
+            data = b"".join(batch)
+            result = await asyncio.to_thread(validate_chunk, data, first, self.vopts)
+            shards = await asyncio.to_thread(self._take, _RECORDS_SOURCE, len(data), result, writer)
+            for shard in shards:
+                await self._accept(shard)
+            batch, size, first = [], 0, line_no
+
+        try:
+            async for record in _aiter(records):
+                if self.loader._stop.is_set():
+                    raise _Stop
+                try:
+                    line = orjson.dumps(record) + b"\n"
+                except TypeError as exc:
+                    # Not serializable: it still gets a line number and a reject with its repr.
+                    line = (
+                        orjson.dumps({"unserializable": repr(record)[:1000], "error": str(exc)})
+                        + b"\n"
+                    )
+                batch.append(line)
+                size += len(line)
+                line_no += 1
+                if size >= _RECORD_BATCH_BYTES:
+                    await flush()
+            if batch:
+                await flush()
+            last = writer.flush()
+            if last is not None:
+                await self._accept(last)
+            self.reader_done = True
+        except BaseException:
+            writer.abort()
+            raise
+
+    # -- in the loop -------------------------------------------------------------------------------
+
+    async def _accept(self, shard: ShardInfo) -> None:
+        """A shard is ready: journal it (or recognise it from an earlier run), then queue it."""
+        self.stats.shards += 1
+        entry = self.state.shards.get(shard.index)
+        if entry is not None and entry.md5 != shard.md5 and entry.status == "uploaded":
+            raise StateError(
+                f"shard {shard.index} differs from the one an earlier run uploaded "
+                f"(md5 {entry.md5} then, {shard.md5} now): the inputs changed. Use --restart "
+                "to load them as a new run, or another --work-dir."
+            )
+        if entry is not None and entry.md5 == shard.md5 and entry.status == "uploaded":
+            self.stats.skipped += 1
+            await asyncio.to_thread(self._remove, shard)
+            return
+        event = {
+            "t": "shard",
+            "index": shard.index,
+            "records": shard.records,
+            "bytes": shard.bytes,
+            "md5": shard.md5,
+            "sources": [
+                {"path": r.path, "first_line": r.first_line, "last_line": r.last_line}
+                for r in shard.sources
+            ],
+        }
+        if entry is None or entry.md5 != shard.md5:
+            await asyncio.to_thread(self.state.record, event)
+        elif entry.status == "failed":
+            await asyncio.to_thread(self.state.record, {"t": "retry", "index": shard.index})
+        if self.cfg.dry_run:
+            return
+        await self.queue.put(shard)
+
+    async def _worker(
+        self,
+        session: aiohttp.ClientSession | None,
+        api: ApiClient | None,
+        limit: AdaptiveLimit,
+        bandwidth: RateLimiter | None,
+    ) -> None:
+        while True:
+            shard = await self.queue.get()
+            if shard is None:
+                return
+            if self.loader._stop.is_set():
+                continue
+            assert session is not None
+            assert api is not None
+            async with limit:
+                self.stats.in_flight += 1
+                try:
+                    await self._upload(session, api, limit, bandwidth, shard)
+                finally:
+                    self.stats.in_flight -= 1
+
+    async def _upload(
+        self,
+        session: aiohttp.ClientSession,
+        api: ApiClient,
+        limit: AdaptiveLimit,
+        bandwidth: RateLimiter | None,
+        shard: ShardInfo,
+    ) -> None:
+        entry = self.state.shards[shard.index]
+        policy = self.loader._policy()
+        attempts = 0
+        renewals = 0
+        record = self._record
+        while True:
+            ticket = entry.ticket()
+            if ticket is not None and not ticket.usable():
+                await record({"t": "abandon", "index": shard.index, "reason": "URL expired"})
+                ticket = None
+            if ticket is None:
+                try:
+                    ticket = await api.create_import(self.loader.namespace)
+                except AuthError:
+                    raise
+                except ApiError as exc:
+                    if not self.api_ok or (exc.status is not None and exc.status < 500):
+                        raise
+                    await self._fail(shard, entry, attempts, str(exc))
+                    return
+                self.api_ok = True
+                await record(_ticket_event(shard.index, ticket))
+            attempts += 1
+            sent = 0
+
+            def count(n: int) -> None:
+                nonlocal sent
+                sent += n
+                self.stats.bytes_uploaded += n
+
+            try:
+                etag = await put_shard(
+                    session,
+                    ticket.upload_url,
+                    shard.path,
+                    length=shard.bytes,
+                    on_bytes=count,
+                    bandwidth=bandwidth,
+                )
+                if _is_md5(etag) and etag.lower() != shard.md5:
+                    raise PutFailure(
+                        f"shard {shard.index}: the stored object's ETag {etag} is not the "
+                        f"shard's MD5 {shard.md5}: the body was damaged on the way",
+                        "retry",
+                    )
+            except PutFailure as failure:
+                self.stats.bytes_uploaded -= sent
+                if failure.kind == "expired" and renewals < 3:
+                    renewals += 1
+                    await record({"t": "abandon", "index": shard.index, "reason": str(failure)})
+                    continue
+                if failure.kind == "throttled":
+                    limit.throttled(failure.retry_after)
+                if failure.kind == "fatal" or attempts > policy.max_retries:
+                    await self._fail(shard, entry, attempts, str(failure))
+                    return
+                log.info(
+                    "shard %d: attempt %d failed: %s; retrying", shard.index, attempts, failure
+                )
+                await asyncio.sleep(policy.delay(attempts - 1, failure.retry_after))
+                continue
+            await record(
+                {
+                    "t": "uploaded",
+                    "index": shard.index,
+                    "etag": etag,
+                    "attempts": attempts,
+                    "at": now_iso(),
+                }
+            )
+            await limit.succeeded()
+            self.stats.uploaded += 1
+            if not self.cfg.keep_shards:
+                await asyncio.to_thread(self._remove, shard)
+            return
+
+    async def _fail(self, shard: ShardInfo, entry: ShardEntry, attempts: int, error: str) -> None:
+        message = (
+            f"shard {shard.index}: upload failed after {attempts} attempt(s) (last: {error}); "
+            "rerun the same command to retry it"
+        )
+        log.warning("%s", message)
+        await self._record(
+            {"t": "failed", "index": shard.index, "error": error, "attempts": attempts}
+        )
+        self.stats.failed += 1
+        self.failed_shards.append(shard.index)
+
+    async def _record(self, event: dict[str, Any]) -> None:
+        await asyncio.to_thread(self.state.record, event)
+
+    @staticmethod
+    def _remove(shard: ShardInfo) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            shard.path.unlink()
+
+    def _result(self, interrupted: bool) -> LoadResult:
+        s = self.stats
+        uploaded = sum(1 for e in self.state.shards.values() if e.status == "uploaded")
+        failed = sorted(i for i, e in self.state.shards.items() if e.status == "failed")
+        return LoadResult(
+            namespace=self.loader.namespace,
+            work_dir=self.loader.work_dir,
+            manifest_path=self.state.manifest_path,
+            rejects_path=self.rejects_path,
+            lines=s.lines,
+            records=s.records,
+            rejected=s.rejected,
+            blank=s.blank,
+            shards=len(self.state.shards),
+            uploaded=uploaded,
+            skipped=s.skipped,
+            failed=len(failed),
+            bytes_read=s.bytes_read,
+            bytes_uploaded=s.bytes_uploaded,
+            elapsed=time.monotonic() - s.started,
+            dry_run=self.cfg.dry_run,
+            interrupted=interrupted,
+            failed_shards=tuple(failed),
+        )
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """The first bulkload error inside (nested) exception groups, else the group itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _unwrap(inner)
+            if isinstance(found, BulkloadError):
+                return found
+        for inner in exc.exceptions:
+            if not isinstance(inner, asyncio.CancelledError):
+                return _unwrap(inner)
+    return exc
+
+
+def _ticket_event(index: int, ticket: ImportTicket) -> dict[str, Any]:
+    return {
+        "t": "ticket",
+        "index": index,
+        "request_id": ticket.request_id,
+        "object_key": ticket.object_key,
+        "upload_url": ticket.upload_url,
+        "expires_at": ticket.expires_at.isoformat() if ticket.expires_at else None,
+    }
+
+
+def _is_md5(etag: str) -> bool:
+    """A plain single-part PUT's ETag is the hex MD5; multipart ones carry a ``-N`` suffix."""
+    return len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag)
+
+
+async def _aiter(
+    items: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]],
+) -> AsyncIterable[Mapping[str, Any]]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def load(
+    namespace: str,
+    inputs: Sequence[str | os.PathLike[str]],
+    **kwargs: Any,
+) -> LoadResult:
+    """Synchronous wrapper for scripts: ``bulkload.load("products", ["data/"], work_dir=...)``.
+
+    Takes the keyword arguments of ``Loader``. On cancellation (Ctrl-C): as ``Loader``.
+    """
+
+    async def main() -> LoadResult:
+        async with Loader(namespace, **kwargs) as loader:
+            return await loader.load(inputs)
+
+    return run_async(main())
+
+
+def run_async(coro: Any) -> Any:
+    """``asyncio.run`` on uvloop where it is installed (it is on Linux and macOS)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return asyncio.run(coro)
+    return uvloop.run(coro)

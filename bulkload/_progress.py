@@ -1,0 +1,169 @@
+"""What a person sees: counters in, a live display or plain log lines out.
+
+The loader only updates a ``Stats`` object and hands ``Progress`` snapshots to a callback;
+it never prints. The CLI picks the display: a rich live bar on a terminal, one plain line
+every few seconds on stderr elsewhere (cron, Airflow and CI logs keep every line, so a
+redrawn bar would fill them with carriage returns), or nothing with ``--quiet``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+
+@dataclass(slots=True)
+class Stats:
+    """Live counters of a run. Written by the reader thread and the upload tasks: each field
+    has one writer, and readers only need a consistent-enough view for display."""
+
+    bytes_total: int | None = None
+    bytes_read: int = 0
+    lines: int = 0
+    records: int = 0
+    rejected: int = 0
+    blank: int = 0
+    shards: int = 0
+    uploaded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    in_flight: int = 0
+    bytes_uploaded: int = 0
+    started: float = 0.0
+
+    def snapshot(self) -> Progress:
+        elapsed = max(1e-9, time.monotonic() - self.started)
+        return Progress(
+            bytes_total=self.bytes_total,
+            bytes_read=self.bytes_read,
+            lines=self.lines,
+            records=self.records,
+            rejected=self.rejected,
+            blank=self.blank,
+            shards=self.shards,
+            uploaded=self.uploaded + self.skipped,
+            failed=self.failed,
+            in_flight=self.in_flight,
+            bytes_uploaded=self.bytes_uploaded,
+            elapsed=elapsed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """One look at a run in progress."""
+
+    bytes_total: int | None
+    bytes_read: int
+    lines: int
+    records: int
+    rejected: int
+    blank: int
+    shards: int
+    uploaded: int
+    failed: int
+    in_flight: int
+    bytes_uploaded: int
+    elapsed: float
+
+    @property
+    def read_rate(self) -> float:
+        """Bytes read per second so far."""
+        return self.bytes_read / self.elapsed
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left to read the input, where its size is known."""
+        if not self.bytes_total or not self.bytes_read:
+            return None
+        return max(0.0, (self.bytes_total - self.bytes_read) / max(self.read_rate, 1e-9))
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def human_seconds(s: float) -> str:
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def progress_line(p: Progress) -> str:
+    """The plain one-line form, for logs."""
+    read = human_bytes(p.bytes_read)
+    if p.bytes_total:
+        read += f" of {human_bytes(p.bytes_total)} ({100 * p.bytes_read / p.bytes_total:.0f}%)"
+    eta = f", ETA {human_seconds(p.eta)}" if p.eta is not None else ""
+    return (
+        f"bulkload: read {read}, {p.records:,} records, {p.rejected:,} rejected; "
+        f"shards {p.uploaded}/{p.shards} uploaded, {p.in_flight} in flight, {p.failed} failed; "
+        f"{human_bytes(p.read_rate)}/s{eta}"
+    )
+
+
+class LineDisplay:
+    """A plain progress line on ``stream`` every ``interval`` seconds."""
+
+    def __init__(self, stream: IO[str] = sys.stderr, interval: float = 5.0) -> None:
+        self._stream = stream
+        self._interval = interval
+        self._last = 0.0
+
+    def __call__(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            print(progress_line(p), file=self._stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+class RichDisplay:
+    """A live bar on a terminal (rich): bytes read of total, records, shards, rate, ETA."""
+
+    def __init__(self, description: str = "loading") -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+        from rich.progress import (
+            Progress as RichProgress,
+        )
+
+        self._bar: Any = RichProgress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=Console(stderr=True),
+            transient=False,
+        )
+        self._task = self._bar.add_task(description, total=None, detail="")
+        self._bar.start()
+
+    def __call__(self, p: Progress) -> None:
+        detail = (
+            f"{p.records:,} rec · {p.rejected:,} rej · "
+            f"shards {p.uploaded}/{p.shards} (+{p.in_flight} up, {p.failed} failed)"
+        )
+        self._bar.update(self._task, completed=p.bytes_read, total=p.bytes_total, detail=detail)
+
+    def close(self) -> None:
+        self._bar.stop()

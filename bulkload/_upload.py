@@ -1,0 +1,141 @@
+"""One shard, one PUT to its pre-signed URL: streamed from disk with a Content-Length.
+
+S3 refuses chunked bodies on a pre-signed PUT (501) and bodies without a length (411), so
+the body is a ``ShardPayload`` of known size that reads the file in 1 MiB slices through
+aiofiles: never the whole shard in memory, never a blocking read on the event loop, and
+re-readable, so aiohttp's own resend of an idempotent PUT on a stale pooled connection
+sends the whole body again. The answer is classified here, once, into bulkload's terms:
+done (with the ETag), expired URL (ask for a new one), worth retrying, or final.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiofiles
+import aiohttp
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+
+from ._http import TRANSIENT_ERRORS, describe_exception, redact_url
+from ._retry import is_retryable_status, parse_retry_after
+from ._throttle import RateLimiter
+
+#: 1 MiB slices: PERF-NOTES measured one 64 MiB bytes body 3× slower than streamed slices,
+#: and a slice this size keeps a thread hop per MiB negligible.
+SLICE = 1 << 20
+CONTENT_TYPE = "application/json"  # exactly: the URL may be signed over it
+_XML_CODE = re.compile(rb"<Code>([^<]*)</Code>")
+_XML_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
+
+
+class ShardPayload(Payload):
+    """``length`` bytes of ``path`` from ``offset``; can be written any number of times."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        offset: int,
+        length: int,
+        on_bytes: Callable[[int], None] | None = None,
+        bandwidth: RateLimiter | None = None,
+    ) -> None:
+        super().__init__(path, content_type=CONTENT_TYPE)
+        self._path = path
+        self._offset = offset
+        self._size = length
+        self._on_bytes = on_bytes
+        self._bandwidth = bandwidth
+        self._autoclose = True  # nothing is held open between writes
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        raise TypeError("a shard payload is streamed from disk, not decoded in memory")
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(
+        self, writer: AbstractStreamWriter, content_length: int | None
+    ) -> None:
+        assert self._size is not None
+        remaining = self._size if content_length is None else min(self._size, content_length)
+        async with aiofiles.open(self._path, "rb") as f:
+            await f.seek(self._offset)
+            while remaining > 0:
+                n = min(SLICE, remaining)
+                if self._bandwidth is not None:
+                    await self._bandwidth.acquire(n)
+                data = await f.read(n)
+                if not data:
+                    raise OSError(f"{self._path} ended {remaining} bytes early")
+                await writer.write(data)
+                remaining -= len(data)
+                if self._on_bytes is not None:
+                    self._on_bytes(len(data))
+
+
+@dataclass(frozen=True, slots=True)
+class PutFailure(Exception):
+    """One PUT attempt that did not store the shard."""
+
+    message: str
+    kind: str  # "expired" | "retry" | "throttled" | "fatal"
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+async def put_shard(
+    session: aiohttp.ClientSession,
+    url: str,
+    path: Path,
+    *,
+    length: int,
+    offset: int = 0,
+    on_bytes: Callable[[int], None] | None = None,
+    bandwidth: RateLimiter | None = None,
+) -> str:
+    """PUT one shard; return the ETag without quotes. Raises ``PutFailure``.
+
+    On cancellation: the connection is closed mid-body; S3 stores nothing for a short body.
+    """
+    payload = ShardPayload(
+        path, offset=offset, length=length, on_bytes=on_bytes, bandwidth=bandwidth
+    )
+    headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(length)}
+    where = redact_url(url)
+    try:
+        async with session.put(url, data=payload, headers=headers) as resp:
+            body = await resp.content.read(64 * 1024)
+            status = resp.status
+            etag = resp.headers.get("ETag", "")
+            retry_after = parse_retry_after(resp.headers)
+            retryable = is_retryable_status(status, resp.headers)
+    except TRANSIENT_ERRORS as exc:
+        raise PutFailure(f"PUT {where}: {describe_exception(exc)}", "retry") from exc
+    if status == 200:
+        return etag.strip().strip('"')
+    code, message = _s3_error(body)
+    text = f"PUT {where}: HTTP {status} {code}: {message}".rstrip(": ")
+    if status == 403 and code == "AccessDenied" and "expired" in message.lower():
+        raise PutFailure(text, "expired")
+    if status in (429, 503) and (status == 429 or code == "SlowDown"):
+        raise PutFailure(text, "throttled", retry_after)
+    if retryable:
+        raise PutFailure(text, "retry", retry_after)
+    raise PutFailure(text, "fatal")
+
+
+def _s3_error(body: bytes) -> tuple[str, str]:
+    """S3's XML error: only Code and Message (the rest can echo signature material)."""
+    code = _XML_CODE.search(body)
+    message = _XML_MESSAGE.search(body)
+    return (
+        code.group(1).decode("utf-8", "replace") if code else "",
+        message.group(1).decode("utf-8", "replace") if message else "",
+    )

@@ -1,0 +1,526 @@
+"""The command line: parse arguments, call the library, turn the outcome into an exit code.
+
+Kept thin and cheap to import (``bulkload --help`` must answer fast): the library, aiohttp
+and rich are imported only once a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._pipeline import LoadResult
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_REJECTS, EXIT_FAILED = 0, 1, 2, 3, 4
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+log = logging.getLogger("bulkload")
+
+
+def _size(text: str) -> int:
+    from ._config import parse_size
+    from ._errors import ConfigError
+
+    try:
+        return parse_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rate(text: str) -> float:
+    from ._config import parse_rate
+    from ._errors import ConfigError
+
+    try:
+        return parse_rate(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--base-url",
+        help="API base; else $SAFETYKIT_BASE_URL; else https://api.safetykit.com",
+    )
+    p.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="read the API key from this file (else $SAFETYKIT_API_KEY); never on the command line",
+    )
+    p.add_argument("--ca-bundle", type=Path, help="extra CA certificates (PEM) for a private CA")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=60.0,
+        help="seconds without progress before an attempt is abandoned (default 60)",
+    )
+    p.add_argument(
+        "--max-retries",
+        type=_nonneg_int,
+        default=6,
+        help="retries per call and per upload (default 6)",
+    )
+    p.add_argument("--max-rps", type=float, help="most API calls per second")
+    p.add_argument(
+        "--json", action="store_true", help="the final summary as one JSON object on stdout"
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    p.add_argument(
+        "--verbose", "-v", action="count", default=0, help="more logging on stderr (-vv for debug)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bulkload",
+        description="Load very large JSONL datasets into SafetyKit through its import API.",
+        epilog="Exit codes: 0 ok, 1 fatal error, 2 usage, 3 some lines rejected, "
+        "4 some shards/requests failed, 130 SIGINT, 143 SIGTERM.",
+    )
+    parser.add_argument("--version", action="version", version=f"bulkload {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    load = sub.add_parser(
+        "load",
+        help="validate, shard and upload JSONL inputs",
+        description="Validate every line, split the data into shards, upload them in "
+        "parallel and write a manifest of requestIds to the work dir. Rerun the same "
+        "command to resume.",
+    )
+    load.add_argument("namespace", help="the SafetyKit namespace, e.g. products")
+    load.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="file, directory, glob, or - for stdin (.gz .bz2 .xz .zst by suffix)",
+    )
+    load.add_argument(
+        "--work-dir",
+        type=Path,
+        help="manifest, rejects, shards and state (default ./bulkload-NAMESPACE); the same dir resumes",
+    )
+    load.add_argument(
+        "--shard-size",
+        type=_size,
+        default=None,
+        help="most bytes in one shard, e.g. 64MiB (default), 500MB, 1GiB; at most 5GiB",
+    )
+    load.add_argument(
+        "--shard-records",
+        type=_positive_int,
+        default=None,
+        help="most records in one shard (default 100000)",
+    )
+    load.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        help="most uploads in flight at once (default 8)",
+    )
+    load.add_argument(
+        "--workers",
+        type=_nonneg_int,
+        default=None,
+        help="validation processes (default 0: validate in the reader thread)",
+    )
+    load.add_argument("--id-field", default=None, help="take each record's id from this field")
+    load.add_argument("--coerce-id", action="store_true", help="turn integer ids into strings")
+    load.add_argument(
+        "--max-rejects",
+        type=_nonneg_int,
+        help="stop (exit 1) once more lines than this are rejected",
+    )
+    load.add_argument(
+        "--max-bandwidth", type=_rate, help="cap upload bytes per second, e.g. 50MB/s"
+    )
+    load.add_argument("--keep-shards", action="store_true", help="keep shard files after upload")
+    load.add_argument(
+        "--dry-run", action="store_true", help="validate and shard only; no network, no key"
+    )
+    load.add_argument(
+        "--restart", action="store_true", help="start over in a work dir that holds another run"
+    )
+    load.add_argument(
+        "--grace",
+        type=_seconds,
+        default=30.0,
+        help="on Ctrl-C/SIGTERM, seconds to let uploads in flight finish (default 30)",
+    )
+    _common(load)
+
+    status = sub.add_parser(
+        "status",
+        help="show the processing status of every request of a run",
+        description="One status call per request in the manifest; a table, or --json.",
+    )
+    status.add_argument("manifest", type=Path, metavar="MANIFEST_OR_WORK_DIR")
+    _common(status)
+
+    wait = sub.add_parser(
+        "wait",
+        help="poll every request of a run until it is done; download the results",
+        description="Poll until every request is terminal, record the outcome in the "
+        "manifest, and with --results download each request's results and join them to "
+        "the source lines of their records.",
+    )
+    wait.add_argument("manifest", type=Path, metavar="MANIFEST_OR_WORK_DIR")
+    wait.add_argument("--results", type=Path, metavar="DIR", help="download results here")
+    wait.add_argument(
+        "--timeout",
+        dest="wait_timeout",
+        type=_seconds,
+        default=None,
+        help="give up after this many seconds (exit 1)",
+    )
+    _common(wait)
+
+    # Listed for --help; `bulkload emulator ...` is dispatched before parsing (see main) so
+    # that its options live with the emulator and load commands don't import it.
+    sub.add_parser(
+        "emulator",
+        help="run the local SafetyKit + S3 emulator (for tests and demos); see emulator --help",
+        add_help=False,
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit code (the console script exits with it)."""
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["emulator"]:
+        from .emulator._cli import main as emulator_main
+
+        return emulator_main(args_list[1:])
+    parser = build_parser()
+    try:
+        args = parser.parse_args(args_list)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    _setup_logging(args.verbose)
+    from ._errors import BulkloadError, ConfigError
+
+    try:
+        if args.command == "load":
+            return _load(args, args_list)
+        if args.command in ("status", "wait"):
+            return _follow(args)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE if "API key" not in str(exc) else EXIT_FATAL
+    except BulkloadError as exc:
+        _error(str(exc))
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_SIGINT
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE  # pragma: no cover - parser.error exits
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bulkload: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def _error(message: str) -> None:
+    if sys.stderr.isatty():
+        message = f"\x1b[31m{message}\x1b[0m"
+    print(f"bulkload: error: {message}", file=sys.stderr, flush=True)
+
+
+def _read_key(args: argparse.Namespace) -> str | None:
+    from ._errors import ConfigError
+
+    if args.api_key_file is not None:
+        try:
+            key = args.api_key_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read the API key file {args.api_key_file}: {exc.strerror}"
+            ) from None
+        if not key:
+            raise ConfigError(f"the API key file {args.api_key_file} is empty")
+        return key
+    return os.environ.get("SAFETYKIT_API_KEY") or None
+
+
+def _load(args: argparse.Namespace, argv: list[str]) -> int:
+    import asyncio
+
+    from ._config import LoadConfig
+    from ._errors import ConfigError
+    from ._pipeline import Loader, run_async
+    from ._progress import LineDisplay, RichDisplay
+
+    overrides: dict[str, Any] = {
+        "shard_max_bytes": args.shard_size,
+        "shard_max_records": args.shard_records,
+        "upload_concurrency": args.concurrency,
+        "workers": args.workers,
+        "id_field": args.id_field,
+        "max_rejects": args.max_rejects,
+        "max_bandwidth": args.max_bandwidth,
+        "max_rps": args.max_rps,
+        "ca_bundle": args.ca_bundle,
+    }
+    config = LoadConfig(
+        **{k: v for k, v in overrides.items() if v is not None},
+        coerce_id=args.coerce_id,
+        keep_shards=args.keep_shards,
+        dry_run=args.dry_run,
+        restart=args.restart,
+        grace=args.grace,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+    )
+    key = None if args.dry_run else _read_key(args)
+    if not args.dry_run and not key:
+        raise ConfigError(
+            "no API key: set SAFETYKIT_API_KEY or pass --api-key-file FILE (or use --dry-run)"
+        )
+    display: Any = None
+    if not args.quiet:
+        display = RichDisplay(f"{args.namespace}") if sys.stderr.isatty() else LineDisplay()
+    loader = Loader(
+        args.namespace,
+        api_key=key,
+        base_url=args.base_url,
+        work_dir=args.work_dir,
+        config=config,
+        on_progress=display,
+    )
+    signals: list[int] = []
+
+    async def run() -> LoadResult | None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(signum: int) -> None:
+            signals.append(signum)
+            if len(signals) == 1:
+                print(
+                    f"\nbulkload: stopping — finishing uploads in flight (up to {config.grace:g}s); "
+                    "press Ctrl-C again to stop at once",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                loader.request_stop()
+            else:
+                task.cancel()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            async with loader:
+                return await loader.load(args.inputs)
+        except asyncio.CancelledError:
+            if signals:
+                return None
+            raise
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    try:
+        result = run_async(run())
+    finally:
+        if display is not None:
+            display.close()
+    if signals:
+        code = EXIT_SIGTERM if signals[0] == signal.SIGTERM else EXIT_SIGINT
+        work_dir = loader.work_dir
+        resume = ["bulkload", *argv]
+        if args.work_dir is None:
+            resume += ["--work-dir", str(work_dir)]
+        if result is not None and not result.interrupted:
+            code = result.exit_code  # everything finished before the signal took effect
+        else:
+            print(
+                f"bulkload: interrupted; the manifest is in {work_dir / 'manifest.json'}. "
+                f"To resume: {shlex.join(resume)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            if result is not None and args.json:
+                _print_json({**result.to_dict(), "exit_code": code})
+            return code
+    assert result is not None
+    _summary(result, args)
+    return result.exit_code
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    import orjson
+
+    sys.stdout.write(orjson.dumps(doc).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _summary(r: LoadResult, args: argparse.Namespace) -> None:
+    from ._progress import human_bytes, human_seconds
+
+    if args.json:
+        _print_json(r.to_dict())
+        return
+    out = sys.stdout
+    rate = human_bytes(r.bytes_read / max(r.elapsed, 1e-9))
+    verb = "validated (dry run)" if r.dry_run else "loaded"
+    print(
+        f"bulkload: {verb} {r.records:,} records into {r.namespace} in {r.shards} shard(s) "
+        f"({human_bytes(r.bytes_read)} in {human_seconds(r.elapsed)}, {rate}/s)",
+        file=out,
+    )
+    print(
+        f"  lines {r.lines:,}: {r.records:,} records, {r.rejected:,} rejected, {r.blank:,} blank",
+        file=out,
+    )
+    if not r.dry_run:
+        print(
+            f"  shards {r.shards}: {r.uploaded} uploaded ({r.skipped} already by an earlier run), "
+            f"{r.failed} failed",
+            file=out,
+        )
+    print(f"  manifest: {r.manifest_path}", file=out)
+    if r.rejected:
+        print(
+            f"  rejects:  {r.rejects_path} ({r.rejected:,} lines, with line numbers and why)",
+            file=out,
+        )
+    if r.failed:
+        shown = ", ".join(str(i) for i in r.failed_shards[:10])
+        print(
+            f"  failed shards: {shown}{'…' if r.failed > 10 else ''}; rerun the same command "
+            "to retry them",
+            file=out,
+        )
+    elif r.dry_run:
+        print("next: run again without --dry-run to upload", file=out)
+    else:
+        print(f"next: bulkload wait {r.work_dir}  (follows every request to the end)", file=out)
+    out.flush()
+
+
+def _follow(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ._follow import Follower, StatusChange, WaitResult
+    from ._pipeline import run_async
+
+    key = _read_key(args)
+    follower = Follower(
+        args.manifest,
+        api_key=key,
+        base_url=args.base_url,
+        max_rps=args.max_rps,
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+        ca_bundle=args.ca_bundle,
+    )
+    quiet = args.quiet or args.json
+
+    def on_change(c: StatusChange) -> None:
+        if not quiet:
+            extra = f" ({c.data_count} results)" if c.data_count is not None else ""
+            why = f": {c.error_summary}" if c.error_summary else ""
+            print(
+                f"bulkload: shard {c.shard} {c.request_id}: {c.status}{extra}{why}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    async def run() -> WaitResult:
+        async with follower:
+            if args.command == "status":
+                return await follower.status()
+            return await follower.wait(
+                results_dir=args.results, timeout=args.wait_timeout, on_change=on_change
+            )
+
+    try:
+        result = run_async(run())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _error(f"interrupted; rerun `bulkload {args.command} {args.manifest}` to go on")
+        return EXIT_SIGINT
+    # `status` only reports: unfinished requests are not an error there, failed ones are.
+    code = result.exit_code if args.command == "wait" else (EXIT_FAILED if result.failed else 0)
+    if args.json:
+        _print_json({**result.to_dict(), "exit_code": code})
+        return code
+    out = sys.stdout
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "none"
+    print(f"bulkload: {result.requests} request(s): {counts}", file=out)
+    if result.not_uploaded:
+        print(
+            f"  {result.not_uploaded} shard(s) not uploaded: rerun `bulkload load` first", file=out
+        )
+    if result.succeeded:
+        print(f"  {result.objects:,} objects processed", file=out)
+    for f in result.failures:
+        ranges = "; ".join(
+            f"{r['path']} lines {r['first_line']}-{r['last_line']}" for r in f["sources"]
+        )
+        print(
+            f"  FAILED shard {f['shard']} {f['request_id']}: {f['error_summary']} [{ranges}]",
+            file=out,
+        )
+    if result.results_dir is not None and not result.timed_out:
+        print(
+            f"  results: {result.results_dir}/<requestId>.jsonl; joined to source lines in {result.results_dir / 'results.jsonl'}",
+            file=out,
+        )
+    for m in result.mismatches[:20]:
+        print(f"  MISMATCH {m}", file=out)
+    if result.timed_out:
+        print(
+            f"  timed out with {result.unfinished} request(s) unfinished; run `bulkload wait {args.manifest}` again",
+            file=out,
+        )
+    elif args.command == "status" and result.unfinished:
+        print(f"  next: bulkload wait {args.manifest}", file=out)
+    out.flush()
+    return code
