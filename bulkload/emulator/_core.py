@@ -1,0 +1,330 @@
+"""The emulator's state: requests, counters, change notification, persistence.
+
+One :class:`Core` lives as long as its :class:`~bulkload.emulator.Emulator`, across
+stop/start, and is only touched from the event loop that serves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from ._faults import FaultInjector, Faults
+from ._records import (
+    Outcome,
+    PutAttempt,
+    RequestInfo,
+    RequestRecord,
+    Signer,
+    amz_date,
+    iso_ms,
+    load_state,
+    new_request_id,
+    save_state,
+    validate_object,
+)
+
+__all__ = ["Core", "Settings"]
+
+STATE_FILE = "state.json"
+#: The endpoints that ``counters()`` reports, always present even when never called.
+ENDPOINTS = ("import", "put", "status", "results_url", "results")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    api_key: str
+    data_dir: Path
+    persistent: bool
+    url_ttl: float
+    results_ttl: float
+    team_id: str
+
+
+class Core:
+    """Requests and inspection data of one emulator."""
+
+    def __init__(self, settings: Settings, faults: Faults, seed: int, ingest_delay: float) -> None:
+        self.settings = settings
+        self.injector = FaultInjector(faults, seed)
+        self.ingest_delay = ingest_delay
+        self.base_url = ""
+        self.signer = Signer(secrets.token_bytes(32))
+        self.requests: dict[str, RequestRecord] = {}
+        self.by_key: dict[str, RequestRecord] = {}
+        self.counters: dict[str, dict[str, int]] = {e: defaultdict(int) for e in ENDPOINTS}
+        self.put_log: list[PutAttempt] = []
+        self.call_times: dict[str, list[float]] = {e: [] for e in ENDPOINTS}
+        self.puts_in_flight = 0
+        self.max_puts_in_flight = 0
+        self.chunked_puts = 0
+        self.listeners: list[Callable[[], None]] = []
+        self._changed = asyncio.Event()
+        self._validation_locks: dict[str, asyncio.Lock] = {}
+        self._save_lock = asyncio.Lock()
+        self._dirty = 0  # bumped by every persisted change
+        self._saved = 0  # the last _dirty value written to disk
+        self._loaded = False
+
+    # --- paths --------------------------------------------------------------------------
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.settings.data_dir / "objects"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.settings.data_dir / "tmp"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.settings.data_dir / "results"
+
+    def object_path(self, key: str) -> Path:
+        return self.objects_dir / key
+
+    def results_path(self, request_id: str) -> Path:
+        return self.results_dir / f"{request_id}.jsonl"
+
+    # --- change notification and counters ----------------------------------------------
+
+    def changed(self) -> None:
+        """Wake every ``wait_for``; callable from any code path, even a cancelled one."""
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+        for listener in self.listeners:
+            listener()
+
+    # The timeout is part of the documented test API (``emu.wait_for(pred, timeout=5)``).
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not predicate():
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"emulator condition not met within {timeout} s; counters: {self.counters_copy()}"
+            ) from None
+
+    def arrived(self, endpoint: str) -> None:
+        """Note the arrival of a call, before any injected delay (``time.monotonic()``)."""
+        self.call_times[endpoint].append(time.monotonic())
+
+    def count(self, endpoint: str, outcome: str) -> None:
+        self.counters[endpoint][outcome] += 1
+        self.changed()
+
+    def counters_copy(self) -> dict[str, dict[str, int]]:
+        return {endpoint: dict(by_outcome) for endpoint, by_outcome in self.counters.items()}
+
+    # --- persistence --------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Prepare the data dir and, once, read back the requests of a previous run."""
+        await asyncio.to_thread(self._make_dirs)
+        if self._loaded or not self.settings.persistent:
+            self._loaded = True
+            return
+        self._loaded = True
+        data = await asyncio.to_thread(load_state, self.settings.data_dir / STATE_FILE)
+        if data is None:
+            await self.persist()  # so that the secret survives even an empty run
+            return
+        self.signer = Signer(bytes.fromhex(data["secret"]))
+        now_wall, now_loop = time.time(), asyncio.get_running_loop().time()
+        for item in data["requests"]:
+            rec = RequestRecord.from_json(item, now_wall=now_wall, now_loop=now_loop)
+            self.requests[rec.request_id] = rec
+            self.by_key[rec.object_key] = rec
+
+    def _make_dirs(self) -> None:
+        for d in (self.objects_dir, self.tmp_dir, self.results_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    async def persist(self) -> None:
+        """Write the state file when the emulator has a data dir of its own.
+
+        Writers coalesce: a change made while a write is running is covered by the next
+        write, so a burst of N changes costs far fewer than N writes.
+        """
+        if not self.settings.persistent:
+            return
+        self._dirty += 1
+        wanted = self._dirty
+        async with self._save_lock:
+            if self._saved >= wanted:
+                return
+            upto = self._dirty
+            payload = orjson.dumps(
+                {
+                    "version": 1,
+                    "secret": self.signer.secret.hex(),
+                    "requests": [rec.to_json() for rec in self.requests.values()],
+                }
+            )
+            await asyncio.to_thread(save_state, self.settings.data_dir / STATE_FILE, payload)
+            self._saved = upto
+
+    # --- requests -----------------------------------------------------------------------
+
+    def create_request(self, namespace: str) -> tuple[RequestRecord, str]:
+        """A new request and its upload URL."""
+        now = time.time()
+        request_id = new_request_id(now)
+        key = f"{self.settings.team_id}/data-api-request-input/{namespace}/{request_id}.jsonl"
+        expired = self.injector.fire("expired_url")
+        ttl = max(1, int(self.settings.url_ttl))
+        # An already-expired URL is dated so that date + ttl lies a minute in the past.
+        issued = now - ttl - 60 if expired else now
+        date = amz_date(issued)
+        expires_at = int(issued) + ttl
+        rec = RequestRecord(
+            request_id=request_id,
+            namespace=namespace,
+            object_key=key,
+            created_at=now,
+            url_expires_at=expires_at,
+            expired_url=expired,
+        )
+        self.requests[request_id] = rec
+        self.by_key[key] = rec
+        query = {
+            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+            "X-Amz-Credential": f"EMULATOR/{date[:8]}/us-east-1/s3/aws4_request",
+            "X-Amz-Date": date,
+            "X-Amz-Expires": str(ttl),
+            "X-Amz-SignedHeaders": "content-type;host",
+            "X-Amz-Signature": self.signer.upload(key, date, str(ttl), "application/json"),
+        }
+        url = f"{self.base_url}/s3/{key}?{urlencode(query)}"
+        self.changed()
+        return rec, url
+
+    def info(self, rec: RequestRecord) -> RequestInfo:
+        stored = rec.arrived_at is not None
+        return RequestInfo(
+            request_id=rec.request_id,
+            namespace=rec.namespace,
+            status=rec.status,
+            put_attempts=rec.put_attempts,
+            put_successes=rec.put_successes,
+            object_path=self.object_path(rec.object_key) if stored else None,
+            size=rec.size,
+            md5=rec.md5,
+            created_at=rec.created_at,
+            expired_url=rec.expired_url,
+        )
+
+    def object_arrived(self, rec: RequestRecord, size: int, md5: str) -> None:
+        loop = asyncio.get_running_loop()
+        rec.put_successes += 1
+        rec.size = size
+        rec.md5 = md5
+        rec.arrived_at = time.time()
+        rec.arrived_loop = loop.time()
+        rec.generation += 1
+        rec.outcome = None  # S3 overwrote the object: it gets processed afresh
+        self.changed()
+
+    async def resolve(self, rec: RequestRecord) -> RequestRecord:
+        """Advance a request as a status call would, validating its object when due."""
+        if rec.arrived_at is None or rec.outcome is not None:
+            return rec
+        assert rec.arrived_loop is not None
+        if asyncio.get_running_loop().time() - rec.arrived_loop < self.ingest_delay:
+            return rec
+        lock = self._validation_locks.setdefault(rec.request_id, asyncio.Lock())
+        async with lock:
+            if rec.status != "ingesting":
+                return rec  # another status call validated it while we queued
+            generation = rec.generation
+            final = self.results_path(rec.request_id)
+            tmp = self.tmp_dir / f"{rec.request_id}.{generation}.results"
+            outcome = await asyncio.to_thread(
+                validate_object,
+                self.object_path(rec.object_key),
+                tmp,
+                rec.namespace,
+                frozenset(self.injector.faults.fail_ids),
+            )
+            if rec.generation != generation:
+                # A new object landed meanwhile; its own validation will follow.
+                await asyncio.to_thread(_unlink, tmp)
+                return rec
+            if outcome.ok:
+                await asyncio.to_thread(os.replace, tmp, final)
+            rec.outcome = outcome
+            self.changed()
+        return rec
+
+    def data_fields(self, rec: RequestRecord) -> dict[str, Any]:
+        """``data_url``/``data_count``/``data_expires_at``: null until succeeded."""
+        outcome = rec.outcome
+        if outcome is None or not outcome.ok:
+            return {"data_url": None, "data_count": None, "data_expires_at": None}
+        now = time.time()
+        if self.injector.fire("expired_data_url"):
+            expires = int(now) - 60
+        else:
+            expires = int(now + self.settings.results_ttl)
+        sig = self.signer.results(rec.request_id, str(expires))
+        query = urlencode({"expires": str(expires), "sig": sig})
+        return {
+            "data_url": f"{self.base_url}/results/{rec.request_id}.jsonl?{query}",
+            "data_count": outcome.count,
+            "data_expires_at": iso_ms(expires),
+        }
+
+    def status_body(self, rec: RequestRecord, *, with_inline_data: bool) -> dict[str, Any]:
+        outcome: Outcome | None = rec.outcome
+        body: dict[str, Any] = {
+            # The docs spell it requestId, the SDK's response models request_id: send both.
+            "requestId": rec.request_id,
+            "request_id": rec.request_id,
+            "namespace": rec.namespace,
+            "status": rec.status,
+            "error_summary": None if outcome is None else outcome.error_summary,
+        }
+        if with_inline_data:
+            # Imports never inline their output, but the SDK's model requires the field.
+            body["data"] = []
+        body.update(self.data_fields(rec))
+        return body
+
+    # --- inspection ---------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "requests": [self.info(rec).as_json() for rec in self.requests.values()],
+            "counters": self.counters_copy(),
+            "puts_in_flight": self.puts_in_flight,
+            "max_puts_in_flight": self.max_puts_in_flight,
+            "chunked_puts": self.chunked_puts,
+            "put_log": [attempt.as_json() for attempt in self.put_log],
+            "faults": self.injector.faults.as_dict(),
+            "ingest_delay": self.ingest_delay,
+        }
+
+    def stored_objects(self, namespace: str | None) -> list[tuple[str, Path]]:
+        return [
+            (rec.request_id, self.object_path(rec.object_key))
+            for rec in self.requests.values()
+            if rec.arrived_at is not None and namespace in (None, rec.namespace)
+        ]
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

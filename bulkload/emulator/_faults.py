@@ -1,0 +1,151 @@
+"""Fault knobs of the emulator, and the seeded injector that turns them into decisions.
+
+A knob named ``<kind>_first_n`` makes the next N eligible calls fail; assigning it (also
+at runtime, ``emu.faults.put_503_first_n = 2``) arms N fresh failures. A knob named
+``<kind>_rate`` makes each eligible call fail with that probability, drawn from a
+``random.Random`` seeded with ``(seed, kind)``: the k-th call of a kind gets the same
+decision on every run, whatever the other endpoints are doing meanwhile.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["FAULT_KINDS", "FaultInjector", "Faults"]
+
+#: Every kind the injector knows, with the knobs it reads (``<kind>_first_n``, and
+#: ``<kind>_rate`` when the kind has one).
+FAULT_KINDS: tuple[str, ...] = (
+    "import_429",
+    "import_5xx",
+    "status_5xx",
+    "put_503",
+    "put_500",
+    "put_drop",
+    "expired_url",
+    "expired_data_url",
+    "hang",
+)
+
+
+def _knob(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(kw_only=True, eq=False)
+class Faults:
+    """Fault injection settings; every field may be changed while the emulator runs.
+
+    Eligible calls are those that would otherwise succeed: a 401 or 400 answer is never
+    replaced by an injected fault, so the faults stay deterministic whatever the client
+    sends.
+    """
+
+    import_429_first_n: int = _knob(0, "answer the next N import calls with 429")
+    import_429_rate: float = _knob(0.0, "answer this fraction of import calls with 429")
+    retry_after_s: float = _knob(
+        1.0,
+        "delay announced by a 429: Retry-After (seconds, rounded up, as HTTP wants an "
+        "integer) and retry-after-ms (exact)",
+    )
+    import_5xx_first_n: int = _knob(0, "answer the next N import calls with a 5xx")
+    import_5xx_rate: float = _knob(0.0, "answer this fraction of import calls with a 5xx")
+    import_5xx_status: int = _knob(500, "status code of an injected import 5xx")
+    status_5xx_first_n: int = _knob(0, "answer the next N status / download-url calls with a 5xx")
+    status_5xx_rate: float = _knob(
+        0.0, "answer this fraction of status / download-url calls with a 5xx"
+    )
+    status_5xx_status: int = _knob(500, "status code of an injected status 5xx")
+    put_503_first_n: int = _knob(0, "answer the next N PUTs with 503 SlowDown")
+    put_503_rate: float = _knob(0.0, "answer this fraction of PUTs with 503 SlowDown")
+    put_500_first_n: int = _knob(0, "answer the next N PUTs with 500 InternalError")
+    put_500_rate: float = _knob(0.0, "answer this fraction of PUTs with 500 InternalError")
+    put_drop_first_n: int = _knob(
+        0, "drop the connection of the next N PUTs halfway through the body"
+    )
+    put_drop_rate: float = _knob(
+        0.0, "drop the connection of this fraction of PUTs halfway through the body"
+    )
+    expired_url_first_n: int = _knob(0, "issue the next N upload URLs already expired")
+    expired_data_url_first_n: int = _knob(0, "issue the next N results data_urls already expired")
+    latency_s: float = _knob(0.0, "added latency, in seconds, before every API answer")
+    hang_first_n: int = _knob(
+        0, "hold the next N API calls for hang_s seconds (longer than a client timeout)"
+    )
+    hang_s: float = _knob(300.0, "how long a hung API call is held, in seconds")
+    fail_ids: set[str] = field(
+        default_factory=set,
+        metadata={"help": "a request whose object holds a record with this id fails processing"},
+    )
+    # How many failures each *_first_n knob has injected since it was last assigned.
+    _used: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "_used":
+            _check(name, value)  # also validates the constructor's arguments
+        object.__setattr__(self, name, value)
+        used = self.__dict__.get("_used")
+        if used is not None and name.endswith("_first_n"):
+            # Re-arm: assigning N means "the next N calls", not "the first N ever".
+            used.pop(name.removesuffix("_first_n"), None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The knobs as plain JSON-ready values (``fail_ids`` sorted)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.init:
+                value = getattr(self, f.name)
+                out[f.name] = sorted(value) if isinstance(value, set) else value
+        return out
+
+    def update(self, **changes: Any) -> None:
+        """Set several knobs at once; unknown names raise ``TypeError``."""
+        names = {f.name for f in fields(self) if f.init}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"unknown fault knob(s): {', '.join(unknown)}")
+        for name, value in changes.items():
+            setattr(self, name, set(value) if name == "fail_ids" else value)
+
+
+def _check(name: str, value: Any) -> None:
+    if name.endswith("_rate"):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"Faults.{name} must be within [0, 1], got {value!r}")
+    elif name.endswith("_first_n"):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"Faults.{name} must be an int >= 0, got {value!r}")
+    elif name.endswith("_s"):
+        if value < 0:
+            raise ValueError(f"Faults.{name} must be >= 0, got {value!r}")
+    elif name.endswith("_status") and not 500 <= value <= 599:
+        raise ValueError(f"Faults.{name} must be a 5xx status, got {value!r}")
+
+
+class FaultInjector:
+    """Seeded decisions over a (mutable, shared) :class:`Faults`."""
+
+    def __init__(self, faults: Faults, seed: int) -> None:
+        self.faults = faults
+        self._seed = seed
+        self._rngs: dict[str, random.Random] = {}
+
+    def fire(self, kind: str) -> bool:
+        """Decide whether the current call of ``kind`` gets the fault."""
+        rng = self._rngs.get(kind)
+        if rng is None:
+            # A string seed is hashed with SHA-512, so it is stable across runs and
+            # interpreters (unlike hash()).
+            rng = self._rngs[kind] = random.Random(f"{self._seed}:{kind}")
+        # Draw on every call, so the k-th call's decision depends only on k, even when a
+        # rate is switched on mid-run.
+        draw = rng.random()
+        faults = self.faults
+        used = faults._used.get(kind, 0)
+        if used < getattr(faults, f"{kind}_first_n"):
+            faults._used[kind] = used + 1
+            return True
+        rate: float = getattr(faults, f"{kind}_rate", 0.0)
+        return draw < rate
