@@ -29,7 +29,7 @@ from ._http import TRANSIENT_ERRORS, describe_exception, make_session, redact_ur
 from ._manifest import RunState
 from ._retry import RetryPolicy
 from ._sources import Source, iter_chunks
-from ._throttle import RateLimiter
+from ._throttle import api_rate
 from ._validate import ValidateOptions, validate_chunk
 
 #: First poll delay and its cap: processing takes seconds to hours; polling a finished-in-
@@ -147,7 +147,7 @@ class Follower:
     async def __aenter__(self) -> Follower:
         self._session = make_session(timeout=self._timeout, ca_bundle=self._ca_bundle)
         assert self.__api_key is not None
-        rate = RateLimiter(self._max_rps) if self._max_rps else None
+        rate = api_rate(self._max_rps)
         self._api = ApiClient(
             self._session, self.base_url, self.__api_key, policy=self._policy, rate=rate
         )

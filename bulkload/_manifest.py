@@ -164,7 +164,9 @@ class RunState:
             return state
         doc = load_manifest(manifest)
         state.run = {
-            k: doc.get(k) for k in ("namespace", "base_url", "inputs", "options", "started_at")
+            k: doc[k]
+            for k in ("namespace", "base_url", "inputs", "options", "started_at")
+            if doc.get(k) is not None
         }
         state.totals = {
             k: v
@@ -319,15 +321,16 @@ class RunState:
         }
 
     def write_manifest(self, *, force: bool = True, min_interval: float = 1.0) -> None:
+        """Rewrite manifest.json atomically; unless ``force``, only when it changed and not
+        more than once per ``min_interval`` seconds."""
         with self._lock:
-            if not force and (
-                not self.dirty or time.monotonic() - self._last_manifest < min_interval
-            ):
+            stale = time.monotonic() - self._last_manifest >= min_interval
+            if not force and not (self.dirty and stale):
                 return
             data = orjson.dumps(self.manifest(), option=orjson.OPT_INDENT_2) + b"\n"
             self.dirty = False
             self._last_manifest = time.monotonic()
-        atomic_write(self.manifest_path, data)
+            atomic_write(self.manifest_path, data)
 
 
 def load_manifest(path: Path) -> dict[str, Any]:

@@ -24,11 +24,19 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -50,11 +58,12 @@ from ._progress import Progress, Stats
 from ._retry import RetryPolicy
 from ._shard import ShardInfo, ShardWriter
 from ._sources import Chunk, Source, iter_chunks, resolve_inputs
-from ._throttle import AdaptiveLimit, RateLimiter
+from ._throttle import AdaptiveLimit, RateLimiter, api_rate
 from ._upload import SLICE, PutFailure, put_shard
 from ._validate import ChunkResult, ValidateOptions, reject_json, validate_chunk
 
 log = logging.getLogger("bulkload")
+T = TypeVar("T")
 
 #: Options that decide where shards begin and end; a resume must use the same ones.
 _SHARDING_OPTIONS = ("shard_max_bytes", "shard_max_records", "id_field", "coerce_id")
@@ -222,7 +231,7 @@ class Loader:
 
     def _api(self, session: aiohttp.ClientSession, limit: AdaptiveLimit) -> ApiClient:
         assert self.__api_key is not None
-        rate = RateLimiter(self.config.max_rps) if self.config.max_rps else None
+        rate = api_rate(self.config.max_rps)
         return ApiClient(
             session, self.base_url, self.__api_key, policy=self._policy(), rate=rate, limit=limit
         )
@@ -805,10 +814,11 @@ def load(
     return run_async(main())
 
 
-def run_async(coro: Any) -> Any:
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run`` on uvloop where it is installed (it is on Linux and macOS)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - Windows
         return asyncio.run(coro)
-    return uvloop.run(coro)
+    result: T = uvloop.run(coro)
+    return result

@@ -114,7 +114,7 @@ def progress_line(p: Progress) -> str:
 class LineDisplay:
     """A plain progress line on ``stream`` every ``interval`` seconds."""
 
-    def __init__(self, stream: IO[str] = sys.stderr, interval: float = 5.0) -> None:
+    def __init__(self, stream: IO[str] | None = None, interval: float = 5.0) -> None:
         self._stream = stream
         self._interval = interval
         self._last = 0.0
@@ -123,7 +123,7 @@ class LineDisplay:
         now = time.monotonic()
         if now - self._last >= self._interval:
             self._last = now
-            print(progress_line(p), file=self._stream, flush=True)
+            print(progress_line(p), file=self._stream or sys.stderr, flush=True)
 
     def close(self) -> None:
         pass

@@ -91,3 +91,10 @@ class AdaptiveLimit:
             self.limit = min(float(self.maximum), self.limit + 1.0 / self.limit)
             async with self._changed:
                 self._changed.notify_all()
+
+
+def api_rate(max_rps: float | None) -> RateLimiter | None:
+    """The limiter for ``--max-rps``: calls are paced at 95 % of the cap, because what counts
+    is what the server sees, and arrival jitter of a few ms would otherwise put N + 1 calls
+    into some one-second window at the server."""
+    return RateLimiter(max_rps * 0.95) if max_rps else None

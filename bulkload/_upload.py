@@ -2,7 +2,7 @@
 
 S3 refuses chunked bodies on a pre-signed PUT (501) and bodies without a length (411), so
 the body is a ``ShardPayload`` of known size that reads the file in 1 MiB slices through
-aiofiles: never the whole shard in memory, never a blocking read on the event loop, and
+aiofiles' executor: never the whole shard in memory, never a blocking read on the event loop, and
 re-readable, so aiohttp's own resend of an idempotent PUT on a stale pooled connection
 sends the whole body again. The answer is classified here, once, into bulkload's terms:
 done (with the ETag), expired URL (ask for a new one), worth retrying, or final.
@@ -10,12 +10,13 @@ done (with the ETag), expired URL (ask for a new one), worth retrying, or final.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiofiles
+import aiofiles.os
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
@@ -27,6 +28,10 @@ from ._throttle import RateLimiter
 #: 1 MiB slices: PERF-NOTES measured one 64 MiB bytes body 3× slower than streamed slices,
 #: and a slice this size keeps a thread hop per MiB negligible.
 SLICE = 1 << 20
+#: Reads run in aiofiles' executor: a slice from the page cache is fast, but not free, and a
+#: cold disk read would stall every upload on the loop.
+_open = aiofiles.os.wrap(os.open)
+_pread = aiofiles.os.wrap(os.pread)
 CONTENT_TYPE = "application/json"  # exactly: the URL may be signed over it
 _XML_CODE = re.compile(rb"<Code>([^<]*)</Code>")
 _XML_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
@@ -63,19 +68,25 @@ class ShardPayload(Payload):
     ) -> None:
         assert self._size is not None
         remaining = self._size if content_length is None else min(self._size, content_length)
-        async with aiofiles.open(self._path, "rb") as f:
-            await f.seek(self._offset)
+        position = self._offset
+        fd = await _open(self._path, os.O_RDONLY)
+        # A plain descriptor closed in ``finally``: aiohttp may abandon this coroutine
+        # mid-body (a dropped connection), and a file object would then leak until GC.
+        try:
             while remaining > 0:
                 n = min(SLICE, remaining)
                 if self._bandwidth is not None:
                     await self._bandwidth.acquire(n)
-                data = await f.read(n)
+                data = await _pread(fd, n, position)
                 if not data:
                     raise OSError(f"{self._path} ended {remaining} bytes early")
                 await writer.write(data)
+                position += len(data)
                 remaining -= len(data)
                 if self._on_bytes is not None:
                     self._on_bytes(len(data))
+        finally:
+            os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)

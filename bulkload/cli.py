@@ -76,7 +76,7 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, *, timeout_flag: str = "--timeout") -> None:
     p.add_argument(
         "--base-url",
         help="API base; else $SAFETYKIT_BASE_URL; else https://api.safetykit.com",
@@ -88,10 +88,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--ca-bundle", type=Path, help="extra CA certificates (PEM) for a private CA")
     p.add_argument(
-        "--timeout",
+        timeout_flag,
+        dest="timeout",
         type=_seconds,
         default=60.0,
-        help="seconds without progress before an attempt is abandoned (default 60)",
+        help="seconds without progress before one HTTP attempt is abandoned (default 60)",
     )
     p.add_argument(
         "--max-retries",
@@ -194,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="One status call per request in the manifest; a table, or --json.",
     )
     status.add_argument("manifest", type=Path, metavar="MANIFEST_OR_WORK_DIR")
-    _common(status)
+    _common(status, timeout_flag="--http-timeout")
 
     wait = sub.add_parser(
         "wait",
@@ -210,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         dest="wait_timeout",
         type=_seconds,
         default=None,
-        help="give up after this many seconds (exit 1)",
+        help="give up after this many seconds (exit 1); run wait again to go on",
     )
-    _common(wait)
+    _common(wait, timeout_flag="--http-timeout")
 
     # Listed for --help; `bulkload emulator ...` is dispatched before parsing (see main) so
     # that its options live with the emulator and load commands don't import it.
@@ -254,7 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         _error("interrupted")
         return EXIT_SIGINT
     parser.error(f"unknown command {args.command}")
-    return EXIT_USAGE  # pragma: no cover - parser.error exits
 
 
 def _setup_logging(verbose: int) -> None:
@@ -277,7 +277,7 @@ def _read_key(args: argparse.Namespace) -> str | None:
 
     if args.api_key_file is not None:
         try:
-            key = args.api_key_file.read_text().strip()
+            key: str = args.api_key_file.read_text().strip()
         except OSError as exc:
             raise ConfigError(
                 f"cannot read the API key file {args.api_key_file}: {exc.strerror}"
@@ -391,7 +391,8 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
             return code
     assert result is not None
     _summary(result, args)
-    return result.exit_code
+    code = result.exit_code
+    return code
 
 
 def _print_json(doc: dict[str, Any]) -> None:

@@ -22,8 +22,30 @@ from .emulator import EmulatorThread
 DATA = Path("demo-data")
 WORK = Path("demo-work")
 KEY = "demo-key"
-_WORDS = ["ergonomic", "steel", "wooden", "cotton", "smart", "compact", "deluxe", "vintage", "wireless", "organic"]
-_THINGS = ["chair", "lamp", "kettle", "backpack", "headphones", "mug", "desk", "jacket", "sneaker", "blender"]
+_WORDS = [
+    "ergonomic",
+    "steel",
+    "wooden",
+    "cotton",
+    "smart",
+    "compact",
+    "deluxe",
+    "vintage",
+    "wireless",
+    "organic",
+]
+_THINGS = [
+    "chair",
+    "lamp",
+    "kettle",
+    "backpack",
+    "headphones",
+    "mug",
+    "desk",
+    "jacket",
+    "sneaker",
+    "blender",
+]
 
 
 def product(i: int, rng: random.Random) -> dict[str, object]:
