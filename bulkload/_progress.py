@@ -117,7 +117,7 @@ class LineDisplay:
     def __init__(self, stream: IO[str] | None = None, interval: float = 5.0) -> None:
         self._stream = stream
         self._interval = interval
-        self._last = 0.0
+        self._last = time.monotonic()  # the first line after one interval, not at once
 
     def __call__(self, p: Progress) -> None:
         now = time.monotonic()

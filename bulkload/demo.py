@@ -83,6 +83,8 @@ def main() -> int:
     inputs = generate()
     shutil.rmtree(WORK, ignore_errors=True)
     with EmulatorThread(api_key=KEY, ingest_delay=1.0) as emu:
+        # One request will fail processing on the server, to show how that is reported.
+        emu.set_faults(fail_ids={"sku-002600"})
         print(f"== the emulator (SafetyKit + S3 stand-in) is at {emu.base_url}\n", flush=True)
         os.environ["SAFETYKIT_API_KEY"] = KEY
         common = ["--base-url", emu.base_url]
@@ -101,8 +103,16 @@ def main() -> int:
         argv = ["wait", str(WORK), "--results", str(results), "--timeout", "120", *common]
         print(f"== bulkload {' '.join(argv)}", flush=True)
         code = cli_main(argv)
-        print(f"(exit code {code})")
-    return 0 if code == 0 else code
+        print(f"(exit code {code}: 4 means some requests failed processing; see above why)\n")
+        joined = (results / "results.jsonl").read_bytes().splitlines()
+        print(f"== {len(joined)} results joined back to their source lines, e.g.:")
+        for raw in joined[:: max(1, len(joined) // 3)][:3]:
+            r = orjson.loads(raw)
+            labels = [x.get("label") for x in r["output"].get("labels", [])]
+            print(f"   {r['id']}: labels {labels} <- {r['source']}:{r['line']}")
+        print(f"\nEverything is in {WORK}/: manifest.json, rejects.jsonl, results/.")
+    # The demo succeeded when the tool reported what happened: 4 is the expected outcome.
+    return 0 if code == 4 else 1
 
 
 if __name__ == "__main__":
