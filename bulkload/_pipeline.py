@@ -460,7 +460,11 @@ class _Run:
             raise
 
     def _validated(self, source: Source) -> Iterator[tuple[Chunk, ChunkResult]]:
-        chunks = iter_chunks(source, self.cfg.block_size)
+        # A line over twice the shard size stops the run rather than being held whole: such
+        # "lines" are files without newlines (one big JSON document, CR line ends).
+        chunks = iter_chunks(
+            source, self.cfg.block_size, max_line_bytes=max(2 * self.cfg.shard_max_bytes, 1 << 26)
+        )
         if self.cfg.workers <= 0:
             for chunk in chunks:
                 if self.loader._stop.is_set():

@@ -1,0 +1,331 @@
+"""Rolling shard files: where shards start (``ShardPlanner``) and writing them (``ShardWriter``).
+
+A shard is one upload: consecutive valid records, at most ``max_bytes`` and ``max_records``,
+possibly spanning sources. Boundaries depend only on the sequence of record sizes, so the
+same input and options always give the same shards; resume relies on that.
+
+Each shard is written as ``shard-000042.jsonl.partial``, fsynced, then renamed to
+``shard-000042.jsonl`` and the directory fsynced, so a file with the final name is always
+complete and durable: the uploader and a resumed run can trust it.
+
+Hashing (MD5 runs at ~700 MB/s, as costly as validating) and writing happen on a helper
+thread, one chunk behind the caller: both release the GIL, so they overlap with the
+validation of the next chunk instead of adding to it. One chunk in flight bounds memory.
+"""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import hashlib
+import itertools
+import os
+import shutil
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from ._config import MiB
+from ._errors import DiskSpaceError
+from ._validate import ChunkResult
+
+#: Free space kept beyond one full shard when a shard file is opened: room for the
+#: manifest, rejects.jsonl and file-system metadata, so a full disk fails here, clearly,
+#: rather than in the middle of writing the manifest.
+DISK_RESERVE = 64 * MiB
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRange:
+    """Lines ``first_line..last_line`` of ``path`` hold the shard's records from that source
+    (rejected and blank lines in between included)."""
+
+    path: str
+    first_line: int
+    last_line: int
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    index: int
+    path: Path
+    records: int
+    bytes: int
+    md5: str  # hex digest of the file, which S3 returns as the ETag of a single-part PUT
+    sources: tuple[SourceRange, ...]
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:06d}.jsonl"
+
+
+class ShardPlanner:
+    """Decides where shards start, from record sizes alone. Pure and synchronous.
+
+    A shard holds as many records as fit within both limits; a record is never split.
+    """
+
+    def __init__(self, max_bytes: int, max_records: int) -> None:
+        if max_bytes < 1 or max_records < 1:
+            raise ValueError(f"limits must be >= 1, got {max_bytes} bytes, {max_records} records")
+        self.max_bytes = max_bytes
+        self.max_records = max_records
+        self.records = 0  # in the open shard
+        self.bytes = 0
+
+    @property
+    def full(self) -> bool:
+        """Whether the open shard can take no more records (the next one starts a shard)."""
+        return self.records >= self.max_records or self.bytes >= self.max_bytes
+
+    def feed(self, sizes: Sequence[int]) -> list[int]:
+        """Indexes into ``sizes`` before which a new shard starts.
+
+        Index 0 appears when the shard left open by earlier feeds cannot take ``sizes[0]``.
+        """
+        return self.feed_ends(list(itertools.accumulate(sizes)))
+
+    def feed_ends(self, ends: Sequence[int]) -> list[int]:
+        """Like :meth:`feed`, given cumulative end offsets (``ChunkResult.ends``) instead.
+
+        Works per shard, not per record: a bisection finds how many records still fit.
+        """
+        cuts: list[int] = []
+        n = len(ends)
+        i = 0
+        base = 0  # cumulative offset where record i starts
+        while i < n:
+            room_records = self.max_records - self.records
+            limit = base + self.max_bytes - self.bytes
+            j = bisect.bisect_right(ends, limit, i, min(n, i + room_records))
+            if j == i:
+                if self.records == 0:
+                    raise ValueError(
+                        f"a record of {ends[i] - base} bytes is larger than a shard "
+                        f"({self.max_bytes} bytes); validation should have rejected it"
+                    )
+                cuts.append(i)
+                self.records = self.bytes = 0
+                continue
+            self.records += j - i
+            self.bytes += ends[j - 1] - base
+            base = ends[j - 1]
+            i = j
+        return cuts
+
+    def flush(self) -> tuple[int, int] | None:
+        """Close the open shard: its (records, bytes), or None if it is empty."""
+        if self.records == 0:
+            return None
+        done = (self.records, self.bytes)
+        self.records = self.bytes = 0
+        return done
+
+
+class _OpenShard:
+    """The shard being written: file (None when not writing), digest, counts and ranges."""
+
+    def __init__(self, index: int, path: Path, file: BinaryIO | None) -> None:
+        self.index = index
+        self.path = path
+        self.file = file
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.records = 0
+        self.bytes = 0
+        self.ranges: list[SourceRange] = []
+
+    def add_range(self, source: str, first_line: int, last_line: int) -> None:
+        if self.ranges and self.ranges[-1].path == source:
+            first_line = self.ranges.pop().first_line
+        self.ranges.append(SourceRange(source, first_line, last_line))
+
+
+class ShardWriter:
+    """Writes records into rolling shard files ``directory/shard-NNNNNN.jsonl``.
+
+    With ``write=False`` nothing touches the disk, but the same ShardInfo (md5 included) is
+    computed: resume uses it to check shards that were already uploaded.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int,
+        max_records: int,
+        start_index: int = 0,
+        write: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.write = write
+        self._planner = ShardPlanner(max_bytes, max_records)
+        self._next_index = start_index
+        self._open: _OpenShard | None = None
+        self._io: ThreadPoolExecutor | None = None  # hashes and writes, one chunk behind
+        self._pending: Future[None] | None = None
+
+    def feed(self, source: str, result: ChunkResult) -> list[ShardInfo]:
+        """Add a validated chunk's records; return the shards this completed.
+
+        Writing runs one chunk behind, so a write error (DiskSpaceError, OSError) surfaces
+        on the next call, ``flush`` at the latest. After it the writer has aborted.
+        """
+        ends = result.ends
+        if not ends:
+            return []
+        done: list[ShardInfo] = []
+        bounds = [0, *self._planner.feed_ends(ends), len(ends)]
+        # No `with`: the helper thread may still hold a slice when this returns.
+        data = memoryview(result.data)
+        for k, (a, b) in enumerate(itertools.pairwise(bounds)):
+            if a == b:  # the first segment, when a shard starts right at record 0
+                continue
+            if k > 0:  # a cut: the open shard is complete
+                done.append(self._finish())
+            shard = self._open or self._start()
+            start = ends[a - 1] if a else 0
+            self._write(shard, data[start : ends[b - 1]])
+            shard.records += b - a
+            shard.add_range(source, result.line_nos[a], result.line_nos[b - 1])
+        if self._planner.full:
+            self._planner.flush()
+            done.append(self._finish())
+        return done
+
+    def flush(self) -> ShardInfo | None:
+        """Complete the last, partly filled shard; None if there is none."""
+        self._planner.flush()
+        try:
+            return self._finish() if self._open is not None else None
+        finally:
+            self._stop_helper()
+
+    def abort(self) -> None:
+        """Close and delete the partly written shard, e.g. after an error or on cancel."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.exception()  # wait for it; its error, if any, is why we abort
+        self._stop_helper()
+        shard, self._open = self._open, None
+        self._planner.flush()
+        if shard is not None and shard.file is not None:
+            shard.file.close()
+            _partial(shard.path).unlink(missing_ok=True)
+
+    def _stop_helper(self) -> None:
+        if self._io is not None:
+            self._io.shutdown()
+            self._io = None
+
+    def _start(self) -> _OpenShard:
+        index = self._next_index
+        path = self.directory / shard_name(index)
+        file = None
+        if self.write:
+            self._check_space()
+            try:
+                file = open(_partial(path), "wb")  # noqa: SIM115 -- closed in _finish/abort
+            except OSError as exc:
+                if exc.errno in _NO_SPACE:
+                    raise self._disk_full(exc) from exc
+                raise
+        self._next_index += 1
+        self._open = _OpenShard(index, path, file)
+        return self._open
+
+    def _write(self, shard: _OpenShard, data: memoryview) -> None:
+        """Hash and write ``data`` on the helper thread, once the previous write is done."""
+        self._drain()
+        shard.bytes += len(data)
+        if self._io is None:
+            self._io = ThreadPoolExecutor(1, thread_name_prefix="bulkload-shard-writer")
+        self._pending = self._io.submit(_hash_and_write, shard, data)
+
+    def _drain(self) -> None:
+        """Wait for the helper's last write; raise its error, after aborting."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except OSError as exc:
+            self.abort()
+            if exc.errno in _NO_SPACE:
+                raise self._disk_full(exc) from exc
+            raise
+
+    def _finish(self) -> ShardInfo:
+        self._drain()
+        shard = self._open
+        assert shard is not None
+        if shard.file is not None:
+            try:
+                shard.file.flush()
+                os.fsync(shard.file.fileno())
+                shard.file.close()
+                os.replace(_partial(shard.path), shard.path)
+                _fsync_dir(self.directory)
+            except OSError as exc:
+                self.abort()
+                if exc.errno in _NO_SPACE:
+                    raise self._disk_full(exc) from exc
+                raise
+        self._open = None
+        return ShardInfo(
+            index=shard.index,
+            path=shard.path,
+            records=shard.records,
+            bytes=shard.bytes,
+            md5=shard.md5.hexdigest(),
+            sources=tuple(shard.ranges),
+        )
+
+    def _check_space(self) -> None:
+        free = shutil.disk_usage(self.directory).free
+        if free < self.max_bytes + DISK_RESERVE:
+            raise self._disk_full(None, free)
+
+    def _disk_full(self, exc: OSError | None, free: int | None = None) -> DiskSpaceError:
+        if free is None:
+            try:
+                free = shutil.disk_usage(self.directory).free
+            except OSError:
+                free = 0
+        what = "the disk filled up while writing a shard" if exc else "not enough free space"
+        return DiskSpaceError(
+            f"{what} in {self.directory}: {_human(free)} free, a shard needs up to "
+            f"{_human(self.max_bytes)} plus {_human(DISK_RESERVE)} to spare; free some space "
+            "or lower --shard-size, then rerun to resume"
+        )
+
+
+def _hash_and_write(shard: _OpenShard, data: memoryview) -> None:
+    shard.md5.update(data)
+    if shard.file is not None:
+        shard.file.write(data)  # one large write per chunk: no per-line calls
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk too.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _human(n: int) -> str:
+    if n < MiB:
+        return f"{n:,} bytes"
+    if n < 1024 * MiB:
+        return f"{n / MiB:.1f} MiB"
+    return f"{n / (1024 * MiB):.1f} GiB"
