@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 
 from ._errors import ApiError, AuthError
-from ._http import TRANSIENT_ERRORS, describe_exception
+from ._http import TRANSIENT_ERRORS, Secret, describe_exception
 from ._retry import RetryPolicy, is_retryable_status, parse_retry_after
 from ._throttle import AdaptiveLimit, RateLimiter
 
@@ -83,7 +83,7 @@ class ApiClient:
     ) -> None:
         self._session = session
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+        self._key = Secret(api_key)
         self._policy = policy
         self._rate = rate
         self._limit = limit
@@ -132,7 +132,7 @@ class ApiClient:
     async def _call(self, method: str, path: str, *, body: bytes | None = None) -> dict[str, Any]:
         url = self.base_url + path
         what = f"{method} {path}"
-        headers = dict(self._headers)
+        headers = {"Authorization": f"Bearer {self._key.reveal()}", "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         last = ""

@@ -25,7 +25,7 @@ import orjson
 from ._api import ApiClient, RequestStatus
 from ._config import DEFAULT_BASE_URL
 from ._errors import ApiError, BulkloadError, ConfigError, StateError
-from ._http import TRANSIENT_ERRORS, describe_exception, make_session, redact_url
+from ._http import TRANSIENT_ERRORS, Secret, describe_exception, make_session, redact_url
 from ._manifest import RunState
 from ._retry import RetryPolicy
 from ._sources import Source, iter_chunks
@@ -126,8 +126,9 @@ class Follower:
             or os.environ.get("SAFETYKIT_BASE_URL")
             or DEFAULT_BASE_URL
         ).rstrip("/")
-        self.__api_key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
-        if not self.__api_key:
+        key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
+        self._api_key = Secret(key or "")
+        if not self._api_key:
             raise ConfigError("no API key: set SAFETYKIT_API_KEY or use --api-key-file")
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
@@ -146,10 +147,9 @@ class Follower:
 
     async def __aenter__(self) -> Follower:
         self._session = make_session(timeout=self._timeout, ca_bundle=self._ca_bundle)
-        assert self.__api_key is not None
         rate = api_rate(self._max_rps)
         self._api = ApiClient(
-            self._session, self.base_url, self.__api_key, policy=self._policy, rate=rate
+            self._session, self.base_url, self._api_key.reveal(), policy=self._policy, rate=rate
         )
         return self
 

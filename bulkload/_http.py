@@ -18,6 +18,26 @@ from ._version import __version__
 USER_AGENT = f"bulkload/{__version__}"
 
 
+class Secret:
+    """A credential that no repr, log line or traceback's locals can show."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('…')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
 def redact_url(url: str) -> str:
     """``https://bucket/key?X-Amz-Signature=...`` → ``https://bucket/key?…``: safe to print."""
     parts = urlsplit(url)

@@ -35,6 +35,7 @@ from ._version import __version__
 
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"
+DUPLICATES = "duplicates.jsonl"
 SHARDS_DIR = "shards"
 STATE_DIR = "state"
 JOURNAL = "journal.jsonl"

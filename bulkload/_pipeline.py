@@ -43,6 +43,7 @@ import orjson
 
 from ._api import ApiClient, ImportTicket
 from ._config import DEFAULT_BASE_URL, LoadConfig
+from ._duplicates import DuplicateFinder
 from ._errors import (
     ApiError,
     AuthError,
@@ -52,8 +53,8 @@ from ._errors import (
     TooManyRejectsError,
     UsageError,
 )
-from ._http import is_loopback_host, make_session
-from ._manifest import REJECTS, SHARDS_DIR, RunState, ShardEntry, now_iso
+from ._http import Secret, is_loopback_host, make_session
+from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, RunState, ShardEntry, now_iso
 from ._progress import Progress, Stats
 from ._retry import RetryPolicy
 from ._shard import ShardInfo, ShardWriter
@@ -95,6 +96,8 @@ class LoadResult:
     dry_run: bool
     interrupted: bool = False
     failed_shards: tuple[int, ...] = field(default_factory=tuple)
+    #: With ``check_duplicates``: ids seen more than once (listed in duplicates.jsonl).
+    duplicate_ids: int | None = None
 
     @property
     def exit_code(self) -> int:
@@ -154,8 +157,9 @@ class Loader:
         self.base_url = (
             base_url or os.environ.get("SAFETYKIT_BASE_URL") or DEFAULT_BASE_URL
         ).rstrip("/")
-        self.__api_key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
-        if not self.config.dry_run and not self.__api_key:
+        key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
+        self._api_key = Secret(key or "")
+        if not self.config.dry_run and not self._api_key:
             raise ConfigError(
                 "no API key: set SAFETYKIT_API_KEY or use --api-key-file (or --dry-run)"
             )
@@ -230,10 +234,14 @@ class Loader:
     # -- used by _Run ----------------------------------------------------------------------
 
     def _api(self, session: aiohttp.ClientSession, limit: AdaptiveLimit) -> ApiClient:
-        assert self.__api_key is not None
         rate = api_rate(self.config.max_rps)
         return ApiClient(
-            session, self.base_url, self.__api_key, policy=self._policy(), rate=rate, limit=limit
+            session,
+            self.base_url,
+            self._api_key.reveal(),
+            policy=self._policy(),
+            rate=rate,
+            limit=limit,
         )
 
     def _policy(self) -> RetryPolicy:
@@ -262,7 +270,10 @@ class _Run:
             id_field=self.cfg.id_field,
             coerce_id=self.cfg.coerce_id,
             max_record_bytes=self.cfg.shard_max_bytes,
+            collect_ids=self.cfg.check_duplicates,
         )
+        self.dups: DuplicateFinder | None = None
+        self.duplicates: tuple[int, int] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.queue: asyncio.Queue[ShardInfo | None] = asyncio.Queue(self.cfg.effective_queue_depth)
         self.failed_shards: list[int] = []
@@ -333,14 +344,21 @@ class _Run:
         # Rejects are regenerated on every run: the run re-reads its inputs from the start,
         # so the file is complete and has each bad line once.
         self._rejects_file = open(self.rejects_path, "wb")  # noqa: SIM115 - closed in _end
+        if self.cfg.check_duplicates:
+            self.dups = DuplicateFinder(self.state.state_dir / "duplicates")
 
     def _end(self, *, finished: bool) -> None:
         """Close the run: totals into the journal (a finished run only) and the manifest."""
+        if self.dups is not None:
+            self.dups.discard()
+            self.dups = None
         if self._rejects_file is not None:
             self._rejects_file.close()
             self._rejects_file = None
         s = self.stats
         totals = {"lines": s.lines, "records": s.records, "rejected": s.rejected, "blank": s.blank}
+        if self.duplicates is not None:
+            totals["duplicate_ids"] = self.duplicates[0]
         if finished:
             self.state.record({"t": "finish", "at": now_iso(), "totals": totals})
         else:
@@ -441,6 +459,8 @@ class _Run:
     # -- reading (in the reader thread) ----------------------------------------------------------
 
     def read_sources(self) -> None:
+        # --keep-shards asks for shard files to keep, so every byte is copied into them.
+        zero_copy = not self.cfg.keep_shards
         writer = ShardWriter(
             self.shard_dir,
             max_bytes=self.cfg.shard_max_bytes,
@@ -448,12 +468,22 @@ class _Run:
         )
         try:
             for source in self.sources:
+                in_place = zero_copy and source.path is not None and not source.compression
                 for chunk, result in self._validated(source):
-                    for shard in self._take(source.display, len(chunk.data), result, writer):
+                    # A block the validator passed through unchanged (the same bytes object)
+                    # is sent from the input file itself: see _shard.
+                    origin = None
+                    if in_place and result.data is chunk.data:
+                        assert source.path is not None
+                        origin = (source.path, chunk.offset)
+                    for shard in self._take(
+                        source.display, len(chunk.data), result, writer, origin
+                    ):
                         self._hand_over(shard)
             last = writer.flush()
             if last is not None:
                 self._hand_over(last)
+            self._finish_duplicates()
             self.reader_done = True
         except BaseException:
             writer.abort()
@@ -489,7 +519,12 @@ class _Run:
                 yield done, fut.result()
 
     def _take(
-        self, source: str, nbytes: int, result: ChunkResult, writer: ShardWriter
+        self,
+        source: str,
+        nbytes: int,
+        result: ChunkResult,
+        writer: ShardWriter,
+        origin: tuple[Path, int] | None = None,
     ) -> list[ShardInfo]:
         """Count a validated block, write its rejects, feed its records to the shards."""
         s = self.stats
@@ -508,7 +543,14 @@ class _Run:
                     f"{first.line}: {first.error}); see {self.rejects_path}. Fix the input or "
                     "raise --max-rejects."
                 )
-        return writer.feed(source, result)
+        if self.dups is not None and result.ids is not None:
+            self.dups.add(source, result.ids, result.line_nos)
+        return writer.feed(source, result, origin)
+
+    def _finish_duplicates(self) -> None:
+        if self.dups is not None:
+            self.duplicates = self.dups.finish(self.loader.work_dir / DUPLICATES)
+            self.dups = None
 
     def _hand_over(self, shard: ShardInfo) -> None:
         """From the reader thread: give a finished shard to the loop; wait while it is full."""
@@ -569,6 +611,7 @@ class _Run:
             last = writer.flush()
             if last is not None:
                 await self._accept(last)
+            await asyncio.to_thread(self._finish_duplicates)
             self.reader_done = True
         except BaseException:
             writer.abort()
@@ -671,12 +714,7 @@ class _Run:
 
             try:
                 etag = await put_shard(
-                    session,
-                    ticket.upload_url,
-                    shard.path,
-                    length=shard.bytes,
-                    on_bytes=count,
-                    bandwidth=bandwidth,
+                    session, ticket.upload_url, shard.pieces, on_bytes=count, bandwidth=bandwidth
                 )
                 if _is_md5(etag) and etag.lower() != shard.md5:
                     raise PutFailure(
@@ -758,6 +796,7 @@ class _Run:
             dry_run=self.cfg.dry_run,
             interrupted=interrupted,
             failed_shards=tuple(failed),
+            duplicate_ids=self.duplicates[0] if self.duplicates is not None else None,
         )
 
 

@@ -4,7 +4,12 @@ A shard is one upload: consecutive valid records, at most ``max_bytes`` and ``ma
 possibly spanning sources. Boundaries depend only on the sequence of record sizes, so the
 same input and options always give the same shards; resume relies on that.
 
-Each shard is written as ``shard-000042.jsonl.partial``, fsynced, then renamed to
+A shard is a list of ``Piece``s, byte ranges of files sent back to back. Where a block of
+an uncompressed input needs no change at all (every line a valid record, LF endings), its
+records are sent straight from the input file: no copy, no extra disk, no fsync — the
+input is already durable, and the ETag check catches an input changed under our feet.
+Everything else (records after a reject, CRLF lines, id edits, compressed inputs) goes
+into the shard's own file, ``shard-000042.jsonl.partial``, fsynced, then renamed to
 ``shard-000042.jsonl`` and the directory fsynced, so a file with the final name is always
 complete and durable: the uploader and a resumed run can trust it.
 
@@ -50,13 +55,27 @@ class SourceRange:
 
 
 @dataclass(frozen=True, slots=True)
+class Piece:
+    """``length`` bytes of ``path`` from ``offset``: part of a shard's body."""
+
+    path: Path
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
 class ShardInfo:
     index: int
-    path: Path
+    path: Path  # the shard's own file; it exists only if some piece lives in it
     records: int
     bytes: int
-    md5: str  # hex digest of the file, which S3 returns as the ETag of a single-part PUT
+    md5: str  # hex digest of the body, which S3 returns as the ETag of a single-part PUT
     sources: tuple[SourceRange, ...]
+    pieces: tuple[Piece, ...] = ()
+
+    @property
+    def owns_file(self) -> bool:
+        return any(p.path == self.path for p in self.pieces)
 
 
 def shard_name(index: int) -> str:
@@ -127,16 +146,25 @@ class ShardPlanner:
 
 
 class _OpenShard:
-    """The shard being written: file (None when not writing), digest, counts and ranges."""
+    """The shard being built: its own file (opened on first need), digest, counts, ranges."""
 
-    def __init__(self, index: int, path: Path, file: BinaryIO | None) -> None:
+    def __init__(self, index: int, path: Path) -> None:
         self.index = index
         self.path = path
-        self.file = file
+        self.file: BinaryIO | None = None
+        self.file_bytes = 0
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.records = 0
         self.bytes = 0
         self.ranges: list[SourceRange] = []
+        self.pieces: list[Piece] = []
+
+    def add_piece(self, path: Path, offset: int, length: int) -> None:
+        last = self.pieces[-1] if self.pieces else None
+        if last is not None and last.path == path and last.offset + last.length == offset:
+            self.pieces[-1] = Piece(path, last.offset, last.length + length)
+        else:
+            self.pieces.append(Piece(path, offset, length))
 
     def add_range(self, source: str, first_line: int, last_line: int) -> None:
         if self.ranges and self.ranges[-1].path == source:
@@ -160,6 +188,8 @@ class ShardWriter:
         start_index: int = 0,
         write: bool = True,
     ) -> None:
+        """``write=False``: plan and hash only. Records fed with an ``origin`` are sent from
+        that file in place; pass no origin to have every byte copied into shard files."""
         self.directory = directory
         self.max_bytes = max_bytes
         self.write = write
@@ -169,8 +199,13 @@ class ShardWriter:
         self._io: ThreadPoolExecutor | None = None  # hashes and writes, one chunk behind
         self._pending: Future[None] | None = None
 
-    def feed(self, source: str, result: ChunkResult) -> list[ShardInfo]:
+    def feed(
+        self, source: str, result: ChunkResult, origin: tuple[Path, int] | None = None
+    ) -> list[ShardInfo]:
         """Add a validated chunk's records; return the shards this completed.
+
+        ``origin`` (file, offset) says that ``result.data`` is, byte for byte, that file
+        from that offset: the records are then sent from it instead of copied.
 
         Writing runs one chunk behind, so a write error (DiskSpaceError, OSError) surfaces
         on the next call, ``flush`` at the latest. After it the writer has aborted.
@@ -189,7 +224,9 @@ class ShardWriter:
                 done.append(self._finish())
             shard = self._open or self._start()
             start = ends[a - 1] if a else 0
-            self._write(shard, data[start : ends[b - 1]])
+            if origin is not None:
+                shard.add_piece(origin[0], origin[1] + start, ends[b - 1] - start)
+            self._write(shard, data[start : ends[b - 1]], copy=origin is None)
             shard.records += b - a
             shard.add_range(source, result.line_nos[a], result.line_nos[b - 1])
         if self._planner.full:
@@ -224,27 +261,33 @@ class ShardWriter:
 
     def _start(self) -> _OpenShard:
         index = self._next_index
-        path = self.directory / shard_name(index)
-        file = None
-        if self.write:
-            self._check_space()
-            try:
-                file = open(_partial(path), "wb")  # noqa: SIM115 -- closed in _finish/abort
-            except OSError as exc:
-                if exc.errno in _NO_SPACE:
-                    raise self._disk_full(exc) from exc
-                raise
         self._next_index += 1
-        self._open = _OpenShard(index, path, file)
+        self._open = _OpenShard(index, self.directory / shard_name(index))
         return self._open
 
-    def _write(self, shard: _OpenShard, data: memoryview) -> None:
-        """Hash and write ``data`` on the helper thread, once the previous write is done."""
+    def _open_file(self, shard: _OpenShard) -> None:
+        """The shard's own file, opened when the first byte needs copying into it."""
+        self._check_space()
+        try:
+            shard.file = open(_partial(shard.path), "wb")  # noqa: SIM115 -- closed in _finish/abort
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise self._disk_full(exc) from exc
+            raise
+
+    def _write(self, shard: _OpenShard, data: memoryview, *, copy: bool = True) -> None:
+        """Hash (and with ``copy`` write) ``data`` on the helper thread, once the previous
+        write is done."""
         self._drain()
+        if copy and self.write:
+            if shard.file is None:
+                self._open_file(shard)
+            shard.add_piece(shard.path, shard.file_bytes, len(data))
+            shard.file_bytes += len(data)
         shard.bytes += len(data)
         if self._io is None:
             self._io = ThreadPoolExecutor(1, thread_name_prefix="bulkload-shard-writer")
-        self._pending = self._io.submit(_hash_and_write, shard, data)
+        self._pending = self._io.submit(_hash_and_write, shard, data, copy and self.write)
 
     def _drain(self) -> None:
         """Wait for the helper's last write; raise its error, after aborting."""
@@ -283,6 +326,7 @@ class ShardWriter:
             bytes=shard.bytes,
             md5=shard.md5.hexdigest(),
             sources=tuple(shard.ranges),
+            pieces=tuple(shard.pieces),
         )
 
     def _check_space(self) -> None:
@@ -304,9 +348,10 @@ class ShardWriter:
         )
 
 
-def _hash_and_write(shard: _OpenShard, data: memoryview) -> None:
+def _hash_and_write(shard: _OpenShard, data: memoryview, write: bool) -> None:
     shard.md5.update(data)
-    if shard.file is not None:
+    if write:
+        assert shard.file is not None
         shard.file.write(data)  # one large write per chunk: no per-line calls
 
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiofiles.os
 import aiohttp
@@ -23,6 +22,7 @@ from aiohttp.payload import Payload
 
 from ._http import TRANSIENT_ERRORS, describe_exception, redact_url
 from ._retry import is_retryable_status, parse_retry_after
+from ._shard import Piece
 from ._throttle import RateLimiter
 
 #: 1 MiB slices: PERF-NOTES measured one 64 MiB bytes body 3× slower than streamed slices,
@@ -38,21 +38,19 @@ _XML_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
 
 class ShardPayload(Payload):
-    """``length`` bytes of ``path`` from ``offset``; can be written any number of times."""
+    """The shard's pieces (byte ranges of files) back to back; can be written any number of
+    times, so a resend sends the whole body again."""
 
     def __init__(
         self,
-        path: Path,
+        pieces: Sequence[Piece],
         *,
-        offset: int,
-        length: int,
         on_bytes: Callable[[int], None] | None = None,
         bandwidth: RateLimiter | None = None,
     ) -> None:
-        super().__init__(path, content_type=CONTENT_TYPE)
-        self._path = path
-        self._offset = offset
-        self._size = length
+        super().__init__(pieces, content_type=CONTENT_TYPE)
+        self._pieces = tuple(pieces)
+        self._size = sum(p.length for p in self._pieces)
         self._on_bytes = on_bytes
         self._bandwidth = bandwidth
         self._autoclose = True  # nothing is held open between writes
@@ -67,9 +65,18 @@ class ShardPayload(Payload):
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
         assert self._size is not None
-        remaining = self._size if content_length is None else min(self._size, content_length)
-        position = self._offset
-        fd = await _open(self._path, os.O_RDONLY)
+        budget = self._size if content_length is None else min(self._size, content_length)
+        for piece in self._pieces:
+            if budget <= 0:
+                return
+            n = min(piece.length, budget)
+            await self._send(writer, piece, n)
+            budget -= n
+
+    async def _send(self, writer: AbstractStreamWriter, piece: Piece, length: int) -> None:
+        position = piece.offset
+        remaining = length
+        fd = await _open(piece.path, os.O_RDONLY)
         # A plain descriptor closed in ``finally``: aiohttp may abandon this coroutine
         # mid-body (a dropped connection), and a file object would then leak until GC.
         try:
@@ -79,7 +86,7 @@ class ShardPayload(Payload):
                     await self._bandwidth.acquire(n)
                 data = await _pread(fd, n, position)
                 if not data:
-                    raise OSError(f"{self._path} ended {remaining} bytes early")
+                    raise OSError(f"{piece.path} ended {remaining} bytes early")
                 await writer.write(data)
                 position += len(data)
                 remaining -= len(data)
@@ -104,10 +111,8 @@ class PutFailure(Exception):
 async def put_shard(
     session: aiohttp.ClientSession,
     url: str,
-    path: Path,
+    pieces: Sequence[Piece],
     *,
-    length: int,
-    offset: int = 0,
     on_bytes: Callable[[int], None] | None = None,
     bandwidth: RateLimiter | None = None,
 ) -> str:
@@ -115,10 +120,8 @@ async def put_shard(
 
     On cancellation: the connection is closed mid-body; S3 stores nothing for a short body.
     """
-    payload = ShardPayload(
-        path, offset=offset, length=length, on_bytes=on_bytes, bandwidth=bandwidth
-    )
-    headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(length)}
+    payload = ShardPayload(pieces, on_bytes=on_bytes, bandwidth=bandwidth)
+    headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(payload.size)}
     where = redact_url(url)
     try:
         async with session.put(url, data=payload, headers=headers) as resp:

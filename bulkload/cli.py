@@ -174,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--max-bandwidth", type=_rate, help="cap upload bytes per second, e.g. 50MB/s"
     )
+    load.add_argument(
+        "--check-duplicates",
+        action="store_true",
+        help="list every id seen more than once, with its lines, in WORK_DIR/duplicates.jsonl",
+    )
+    load.add_argument(
+        "--wait",
+        action="store_true",
+        help="after uploading, wait for every request to finish (as `bulkload wait`)",
+    )
+    load.add_argument(
+        "--results", type=Path, metavar="DIR", help="with --wait: download results here"
+    )
     load.add_argument("--keep-shards", action="store_true", help="keep shard files after upload")
     load.add_argument(
         "--dry-run", action="store_true", help="validate and shard only; no network, no key"
@@ -244,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "load":
             return _load(args, args_list)
         if args.command in ("status", "wait"):
-            return _follow(args)
+            return _follow(args)[0]
     except ConfigError as exc:
         _error(str(exc))
         return EXIT_USAGE if "API key" not in str(exc) else EXIT_FATAL
@@ -310,6 +323,7 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
     config = LoadConfig(
         **{k: v for k, v in overrides.items() if v is not None},
         coerce_id=args.coerce_id,
+        check_duplicates=args.check_duplicates,
         keep_shards=args.keep_shards,
         dry_run=args.dry_run,
         restart=args.restart,
@@ -390,6 +404,16 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
                 _print_json({**result.to_dict(), "exit_code": code})
             return code
     assert result is not None
+    if args.wait and not args.dry_run and result.exit_code in (EXIT_OK, EXIT_REJECTS):
+        if not args.json:
+            _summary(result, args)
+            print(f"bulkload: waiting for {result.uploaded} request(s) to finish", file=sys.stderr)
+        args.manifest, args.wait_timeout, args.command = result.work_dir, None, "wait"
+        wait_code, waited = _follow(args, print_json=False)
+        final = wait_code if wait_code != EXIT_OK else result.exit_code
+        if args.json:
+            _print_json({**result.to_dict(), "wait": waited, "exit_code": final})
+        return final
     _summary(result, args)
     code = result.exit_code
     return code
@@ -446,7 +470,8 @@ def _summary(r: LoadResult, args: argparse.Namespace) -> None:
     out.flush()
 
 
-def _follow(args: argparse.Namespace) -> int:
+def _follow(args: argparse.Namespace, *, print_json: bool = True) -> tuple[int, dict[str, Any]]:
+    """``status`` and ``wait`` (also ``load --wait``): the exit code and the summary."""
     import asyncio
 
     from ._follow import Follower, StatusChange, WaitResult
@@ -486,12 +511,13 @@ def _follow(args: argparse.Namespace) -> int:
         result = run_async(run())
     except (KeyboardInterrupt, asyncio.CancelledError):
         _error(f"interrupted; rerun `bulkload {args.command} {args.manifest}` to go on")
-        return EXIT_SIGINT
+        return EXIT_SIGINT, {}
     # `status` only reports: unfinished requests are not an error there, failed ones are.
     code = result.exit_code if args.command == "wait" else (EXIT_FAILED if result.failed else 0)
     if args.json:
-        _print_json({**result.to_dict(), "exit_code": code})
-        return code
+        if print_json:
+            _print_json({**result.to_dict(), "exit_code": code})
+        return code, result.to_dict()
     out = sys.stdout
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "none"
     print(f"bulkload: {result.requests} request(s): {counts}", file=out)
@@ -524,4 +550,4 @@ def _follow(args: argparse.Namespace) -> int:
     elif args.command == "status" and result.unfinished:
         print(f"  next: bulkload wait {args.manifest}", file=out)
     out.flush()
-    return code
+    return code, result.to_dict()
