@@ -2,11 +2,11 @@
 
 ::
 
-    reader thread                         event loop (one TaskGroup)
-    ─────────────                         ──────────────────────────
+    reader thread (_reader)               event loop (one TaskGroup, here)
+    ───────────────────────               ────────────────────────────────
     inputs ─► blocks ─► validate_chunk ─► ShardWriter ─► _accept ─► queue ─► upload workers
-              (8 MiB)   (process pool      (fsynced     (journal   (bounded)  (import call just
-                         when workers>0)    shard file)  "shard")              in time, PUT, journal)
+              (8 MiB)   (_validate)        (_shard:      (journal   (bounded)  (_deliver: import
+                                            pieces, md5)  "shard")              call, PUT, journal)
 
 The reader runs in one worker thread because its work is CPU and blocking file I/O; it hands
 each finished shard to the loop and blocks while the queue is full, so a slow network slows
@@ -23,55 +23,32 @@ import os
 import shutil
 import threading
 import time
-from collections import deque
-from collections.abc import (
-    AsyncIterable,
-    Callable,
-    Coroutine,
-    Iterable,
-    Iterator,
-    Mapping,
-    Sequence,
-)
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
-import orjson
 
-from ._api import ApiClient, ImportTicket
+from ._api import ApiClient
 from ._config import DEFAULT_BASE_URL, LoadConfig
-from ._duplicates import DuplicateFinder
-from ._errors import (
-    ApiError,
-    AuthError,
-    BulkloadError,
-    ConfigError,
-    StateError,
-    TooManyRejectsError,
-    UsageError,
-)
+from ._deliver import Deliverer, remove_shard_file
+from ._errors import BulkloadError, ConfigError, StateError, UsageError
 from ._http import Secret, is_loopback_host, make_session
-from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, RunState, ShardEntry, now_iso
+from ._manifest import SHARDS_DIR, RunState, now_iso
 from ._progress import Progress, Stats
+from ._reader import Reader, Stop
 from ._retry import RetryPolicy
-from ._shard import ShardInfo, ShardWriter
-from ._sources import Chunk, Source, iter_chunks, resolve_inputs
+from ._shard import ShardInfo
+from ._sources import Source, resolve_inputs
 from ._throttle import AdaptiveLimit, RateLimiter, api_rate
-from ._upload import SLICE, PutFailure, put_shard
-from ._validate import ChunkResult, ValidateOptions, reject_json, validate_chunk
+from ._upload import SLICE
 
 log = logging.getLogger("bulkload")
 T = TypeVar("T")
 
 #: Options that decide where shards begin and end; a resume must use the same ones.
 _SHARDING_OPTIONS = ("shard_max_bytes", "shard_max_records", "id_field", "coerce_id")
-#: A URL whose expiry is nearer than this is replaced before a PUT (time to send a shard).
-_RECORDS_SOURCE = "<records>"
-#: Serialized records handed to validation at once by ``load_records``.
-_RECORD_BATCH_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +94,6 @@ class LoadResult:
         doc["failed_shards"] = list(self.failed_shards)
         doc["exit_code"] = self.exit_code
         return doc
-
-
-class _Stop(Exception):
-    """Raised in the reader thread when the run is asked to stop."""
 
 
 class Loader:
@@ -216,8 +189,7 @@ class Loader:
         if not specs:
             raise ConfigError("no inputs: give at least one file, directory, glob or -")
         sources = await asyncio.to_thread(resolve_inputs, specs)
-        run = _Run(self, sources)
-        return await run.execute(lambda: run.read_sources())
+        return await _Run(self, sources).execute()
 
     async def load_records(
         self, records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]]
@@ -228,8 +200,7 @@ class Loader:
         ``<records>`` and its 1-based position. A rerun resumes when the iterable yields
         the same records again.
         """
-        run = _Run(self, [])
-        return await run.execute(None, records=records)
+        return await _Run(self, []).execute(records)
 
     # -- used by _Run ----------------------------------------------------------------------
 
@@ -258,28 +229,13 @@ class _Run:
         self.cfg = loader.config
         self.sources = sources
         self.stats = Stats(started=time.monotonic())
-        known = [s.size for s in sources]
-        if sources and all(
-            k is not None and s.compression is None for k, s in zip(known, sources, strict=True)
-        ):
-            self.stats.bytes_total = sum(k or 0 for k in known)
+        if sources and all(s.size is not None and s.compression is None for s in sources):
+            self.stats.bytes_total = sum(s.size or 0 for s in sources)
         self.state = RunState.open(loader.work_dir)
         self.shard_dir = loader.work_dir / SHARDS_DIR
-        self.rejects_path = loader.work_dir / REJECTS
-        self.vopts = ValidateOptions(
-            id_field=self.cfg.id_field,
-            coerce_id=self.cfg.coerce_id,
-            max_record_bytes=self.cfg.shard_max_bytes,
-            collect_ids=self.cfg.check_duplicates,
-        )
-        self.dups: DuplicateFinder | None = None
-        self.duplicates: tuple[int, int] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
+        self.reader = Reader(self.cfg, self.stats, loader.work_dir, loader._stop)
         self.queue: asyncio.Queue[ShardInfo | None] = asyncio.Queue(self.cfg.effective_queue_depth)
-        self.failed_shards: list[int] = []
-        self.api_ok = False
-        self.reader_done = False
-        self._rejects_file: Any = None
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- set-up and tear-down ----------------------------------------------------------------
 
@@ -341,24 +297,15 @@ class _Run:
         self._check_resume(identity)
         self.state.start(identity)
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        # Rejects are regenerated on every run: the run re-reads its inputs from the start,
-        # so the file is complete and has each bad line once.
-        self._rejects_file = open(self.rejects_path, "wb")  # noqa: SIM115 - closed in _end
-        if self.cfg.check_duplicates:
-            self.dups = DuplicateFinder(self.state.state_dir / "duplicates")
+        self.reader.open()
 
     def _end(self, *, finished: bool) -> None:
         """Close the run: totals into the journal (a finished run only) and the manifest."""
-        if self.dups is not None:
-            self.dups.discard()
-            self.dups = None
-        if self._rejects_file is not None:
-            self._rejects_file.close()
-            self._rejects_file = None
+        self.reader.close()
         s = self.stats
         totals = {"lines": s.lines, "records": s.records, "rejected": s.rejected, "blank": s.blank}
-        if self.duplicates is not None:
-            totals["duplicate_ids"] = self.duplicates[0]
+        if self.reader.duplicates is not None:
+            totals["duplicate_ids"] = self.reader.duplicates[0]
         if finished:
             self.state.record({"t": "finish", "at": now_iso(), "totals": totals})
         else:
@@ -370,10 +317,9 @@ class _Run:
 
     async def execute(
         self,
-        read: Callable[[], None] | None,
-        *,
         records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None = None,
     ) -> LoadResult:
+        """Read ``self.sources`` (or ``records``), upload every shard, return the result."""
         loader = self.loader
         session = loader._session
         if session is None and not self.cfg.dry_run:
@@ -382,54 +328,65 @@ class _Run:
         loader._stop.clear()
         stop_requested = loader._stop_requested = asyncio.Event()
         await asyncio.to_thread(self._begin)
-        limit = AdaptiveLimit(self.cfg.upload_concurrency)
-        api = loader._api(session, limit) if session is not None else None
-        bandwidth = (
-            RateLimiter(self.cfg.max_bandwidth, burst=SLICE) if self.cfg.max_bandwidth else None
-        )
-        reader: asyncio.Future[None] | None = None
+        deliverer = self._deliverer(session) if session is not None else None
+        reading: asyncio.Future[None] | None = None
         try:
             try:
                 async with asyncio.TaskGroup() as tg:
                     ticker = tg.create_task(self._tick())
                     workers = [
-                        tg.create_task(self._worker(session, api, limit, bandwidth))
+                        tg.create_task(self._worker(deliverer))
                         for _ in range(self.cfg.upload_concurrency)
                     ]
                     watchdog = tg.create_task(self._watchdog(workers))
-                    if read is not None:
-                        reader = self.loop.run_in_executor(None, self._guarded, read)
-                        await reader
-                    else:
-                        assert records is not None
-                        with contextlib.suppress(_Stop):
-                            await self._read_records(records)
+                    with contextlib.suppress(Stop):
+                        if records is None:
+                            reading = self.loop.run_in_executor(
+                                None, self.reader.read_sources, self.sources, self._hand_over
+                            )
+                            await reading
+                        else:
+                            await self.reader.read_records(records, self._accept)
                     for _ in workers:
                         await self.queue.put(None)
                     await asyncio.gather(*workers)
                     watchdog.cancel()
                     ticker.cancel()
-            except* _Stop:
+            except* Stop:
                 pass  # the grace period ran out; the result says what is unfinished
         except BaseException as exc:
             # Fatal error or cancellation: stop the reader, record what is known, re-raise
             # the error itself rather than the TaskGroup's wrapper around it.
             loader._stop.set()
-            if reader is not None:
+            if reading is not None:
                 with contextlib.suppress(BaseException):
-                    await asyncio.shield(reader)
+                    await asyncio.shield(reading)
             self._end(finished=False)
             raise _unwrap(exc) from None
         loader._stop.set()
-        finished = self.reader_done and not stop_requested.is_set()
+        pending = any(e.status == "pending" for e in self.state.shards.values())
+        finished = self.reader.done and (self.cfg.dry_run or not pending)
         await asyncio.to_thread(self._end, finished=finished)
         if loader.on_progress is not None:
             loader.on_progress(self.stats.snapshot())
         return self._result(interrupted=not finished and stop_requested.is_set())
 
-    def _guarded(self, read: Callable[[], None]) -> None:
-        with contextlib.suppress(_Stop):
-            read()
+    def _deliverer(self, session: aiohttp.ClientSession) -> Deliverer:
+        limit = AdaptiveLimit(self.cfg.upload_concurrency)
+        bandwidth = None
+        if self.cfg.max_bandwidth:
+            bandwidth = RateLimiter(self.cfg.max_bandwidth, burst=SLICE)
+        return Deliverer(
+            namespace=self.loader.namespace,
+            state=self.state,
+            api=self.loader._api(session, limit),
+            session=session,
+            limit=limit,
+            policy=self.loader._policy(),
+            stats=self.stats,
+            bandwidth=bandwidth,
+            keep_files=self.cfg.keep_shards,
+        )
 
     async def _watchdog(self, workers: list[asyncio.Task[None]]) -> None:
         """After a stop request, give uploads in flight ``grace`` seconds, then cancel them."""
@@ -441,7 +398,7 @@ class _Run:
                 await asyncio.gather(*workers, return_exceptions=True)
         for w in workers:
             w.cancel()
-        raise _Stop
+        raise Stop
 
     def queue_drain(self) -> None:
         while not self.queue.empty():
@@ -456,107 +413,11 @@ class _Run:
                 await asyncio.to_thread(self.state.write_manifest, force=False)
             await asyncio.sleep(0.25)
 
-    # -- reading (in the reader thread) ----------------------------------------------------------
-
-    def read_sources(self) -> None:
-        # --keep-shards asks for shard files to keep, so every byte is copied into them.
-        zero_copy = not self.cfg.keep_shards
-        writer = ShardWriter(
-            self.shard_dir,
-            max_bytes=self.cfg.shard_max_bytes,
-            max_records=self.cfg.shard_max_records,
-        )
-        try:
-            for source in self.sources:
-                in_place = zero_copy and source.path is not None and not source.compression
-                for chunk, result in self._validated(source):
-                    # A block the validator passed through unchanged (the same bytes object)
-                    # is sent from the input file itself: see _shard.
-                    origin = None
-                    if in_place and result.data is chunk.data:
-                        assert source.path is not None
-                        origin = (source.path, chunk.offset)
-                    for shard in self._take(
-                        source.display, len(chunk.data), result, writer, origin
-                    ):
-                        self._hand_over(shard)
-            last = writer.flush()
-            if last is not None:
-                self._hand_over(last)
-            self._finish_duplicates()
-            self.reader_done = True
-        except BaseException:
-            writer.abort()
-            raise
-
-    def _validated(self, source: Source) -> Iterator[tuple[Chunk, ChunkResult]]:
-        # A line over twice the shard size stops the run rather than being held whole: such
-        # "lines" are files without newlines (one big JSON document, CR line ends).
-        chunks = iter_chunks(
-            source, self.cfg.block_size, max_line_bytes=max(2 * self.cfg.shard_max_bytes, 1 << 26)
-        )
-        if self.cfg.workers <= 0:
-            for chunk in chunks:
-                if self.loader._stop.is_set():
-                    raise _Stop
-                yield chunk, validate_chunk(chunk.data, chunk.first_line, self.vopts)
-            return
-        # Validation is the CPU cost: spread blocks over worker processes, keeping results
-        # in input order and at most 2 blocks per worker in flight (bounded memory).
-        with ProcessPoolExecutor(self.cfg.workers) as pool:
-            window: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
-            for chunk in chunks:
-                if self.loader._stop.is_set():
-                    raise _Stop
-                window.append(
-                    (chunk, pool.submit(validate_chunk, chunk.data, chunk.first_line, self.vopts))
-                )
-                if len(window) >= 2 * self.cfg.workers:
-                    done, fut = window.popleft()
-                    yield done, fut.result()
-            while window:
-                done, fut = window.popleft()
-                yield done, fut.result()
-
-    def _take(
-        self,
-        source: str,
-        nbytes: int,
-        result: ChunkResult,
-        writer: ShardWriter,
-        origin: tuple[Path, int] | None = None,
-    ) -> list[ShardInfo]:
-        """Count a validated block, write its rejects, feed its records to the shards."""
-        s = self.stats
-        s.bytes_read += nbytes
-        s.lines += result.lines
-        s.records += len(result.ends)
-        s.blank += result.blank
-        if result.rejects:
-            s.rejected += len(result.rejects)
-            self._rejects_file.write(b"".join(reject_json(source, r) for r in result.rejects))
-            self._rejects_file.flush()
-            if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
-                first = result.rejects[0]
-                raise TooManyRejectsError(
-                    f"more than {self.cfg.max_rejects} lines rejected (e.g. {source} line "
-                    f"{first.line}: {first.error}); see {self.rejects_path}. Fix the input or "
-                    "raise --max-rejects."
-                )
-        if self.dups is not None and result.ids is not None:
-            self.dups.add(source, result.ids, result.line_nos)
-        return writer.feed(source, result, origin)
-
-    def _finish_duplicates(self) -> None:
-        if self.dups is not None:
-            self.duplicates = self.dups.finish(self.loader.work_dir / DUPLICATES)
-            self.dups = None
-
     def _hand_over(self, shard: ShardInfo) -> None:
         """From the reader thread: give a finished shard to the loop; wait while it is full."""
         assert self.loop is not None
         if self.loader._stop.is_set():
-            raise _Stop
+            raise Stop
         future = asyncio.run_coroutine_threadsafe(self._accept(shard), self.loop)
         while True:
             try:
@@ -565,57 +426,7 @@ class _Run:
             except TimeoutError:
                 if self.loader._stop.is_set():
                     future.cancel()
-                    raise _Stop from None
-
-    async def _read_records(
-        self, records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]]
-    ) -> None:
-        writer = ShardWriter(
-            self.shard_dir,
-            max_bytes=self.cfg.shard_max_bytes,
-            max_records=self.cfg.shard_max_records,
-        )
-        batch: list[bytes] = []
-        size = 0
-        line_no = 1
-        first = 1
-
-        async def flush() -> None:
-            nonlocal batch, size, first
-            data = b"".join(batch)
-            result = await asyncio.to_thread(validate_chunk, data, first, self.vopts)
-            shards = await asyncio.to_thread(self._take, _RECORDS_SOURCE, len(data), result, writer)
-            for shard in shards:
-                await self._accept(shard)
-            batch, size, first = [], 0, line_no
-
-        try:
-            async for record in _aiter(records):
-                if self.loader._stop.is_set():
-                    raise _Stop
-                try:
-                    line = orjson.dumps(record) + b"\n"
-                except TypeError as exc:
-                    # Not serializable: it still gets a line number and a reject with its repr.
-                    line = (
-                        orjson.dumps({"unserializable": repr(record)[:1000], "error": str(exc)})
-                        + b"\n"
-                    )
-                batch.append(line)
-                size += len(line)
-                line_no += 1
-                if size >= _RECORD_BATCH_BYTES:
-                    await flush()
-            if batch:
-                await flush()
-            last = writer.flush()
-            if last is not None:
-                await self._accept(last)
-            await asyncio.to_thread(self._finish_duplicates)
-            self.reader_done = True
-        except BaseException:
-            writer.abort()
-            raise
+                    raise Stop from None
 
     # -- in the loop -------------------------------------------------------------------------------
 
@@ -631,7 +442,7 @@ class _Run:
             )
         if entry is not None and entry.md5 == shard.md5 and entry.status == "uploaded":
             self.stats.skipped += 1
-            await asyncio.to_thread(self._remove, shard)
+            await asyncio.to_thread(remove_shard_file, shard)
             return
         event = {
             "t": "shard",
@@ -652,126 +463,20 @@ class _Run:
             return
         await self.queue.put(shard)
 
-    async def _worker(
-        self,
-        session: aiohttp.ClientSession | None,
-        api: ApiClient | None,
-        limit: AdaptiveLimit,
-        bandwidth: RateLimiter | None,
-    ) -> None:
+    async def _worker(self, deliverer: Deliverer | None) -> None:
         while True:
             shard = await self.queue.get()
             if shard is None:
                 return
             if self.loader._stop.is_set():
                 continue
-            assert session is not None
-            assert api is not None
-            async with limit:
+            assert deliverer is not None
+            async with deliverer.limit:
                 self.stats.in_flight += 1
                 try:
-                    await self._upload(session, api, limit, bandwidth, shard)
+                    await deliverer.deliver(shard)
                 finally:
                     self.stats.in_flight -= 1
-
-    async def _upload(
-        self,
-        session: aiohttp.ClientSession,
-        api: ApiClient,
-        limit: AdaptiveLimit,
-        bandwidth: RateLimiter | None,
-        shard: ShardInfo,
-    ) -> None:
-        entry = self.state.shards[shard.index]
-        policy = self.loader._policy()
-        attempts = 0
-        renewals = 0
-        record = self._record
-        while True:
-            ticket = entry.ticket()
-            if ticket is not None and not ticket.usable():
-                await record({"t": "abandon", "index": shard.index, "reason": "URL expired"})
-                ticket = None
-            if ticket is None:
-                try:
-                    ticket = await api.create_import(self.loader.namespace)
-                except AuthError:
-                    raise
-                except ApiError as exc:
-                    if not self.api_ok or (exc.status is not None and exc.status < 500):
-                        raise
-                    await self._fail(shard, entry, attempts, str(exc))
-                    return
-                self.api_ok = True
-                await record(_ticket_event(shard.index, ticket))
-            attempts += 1
-            sent = 0
-
-            def count(n: int) -> None:
-                nonlocal sent
-                sent += n
-                self.stats.bytes_uploaded += n
-
-            try:
-                etag = await put_shard(
-                    session, ticket.upload_url, shard.pieces, on_bytes=count, bandwidth=bandwidth
-                )
-                if _is_md5(etag) and etag.lower() != shard.md5:
-                    raise PutFailure(
-                        f"shard {shard.index}: the stored object's ETag {etag} is not the "
-                        f"shard's MD5 {shard.md5}: the body was damaged on the way",
-                        "retry",
-                    )
-            except PutFailure as failure:
-                self.stats.bytes_uploaded -= sent
-                if failure.kind == "expired" and renewals < 3:
-                    renewals += 1
-                    await record({"t": "abandon", "index": shard.index, "reason": str(failure)})
-                    continue
-                if failure.kind == "throttled":
-                    limit.throttled(failure.retry_after)
-                if failure.kind == "fatal" or attempts > policy.max_retries:
-                    await self._fail(shard, entry, attempts, str(failure))
-                    return
-                log.info(
-                    "shard %d: attempt %d failed: %s; retrying", shard.index, attempts, failure
-                )
-                await asyncio.sleep(policy.delay(attempts - 1, failure.retry_after))
-                continue
-            await record(
-                {
-                    "t": "uploaded",
-                    "index": shard.index,
-                    "etag": etag,
-                    "attempts": attempts,
-                    "at": now_iso(),
-                }
-            )
-            await limit.succeeded()
-            self.stats.uploaded += 1
-            if not self.cfg.keep_shards:
-                await asyncio.to_thread(self._remove, shard)
-            return
-
-    async def _fail(self, shard: ShardInfo, entry: ShardEntry, attempts: int, error: str) -> None:
-        message = (
-            f"shard {shard.index}: upload failed after {attempts} attempt(s) (last: {error}); "
-            "rerun the same command to retry it"
-        )
-        log.warning("%s", message)
-        await self._record(
-            {"t": "failed", "index": shard.index, "error": error, "attempts": attempts}
-        )
-        self.stats.failed += 1
-        self.failed_shards.append(shard.index)
-
-    async def _record(self, event: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.state.record, event)
-
-    @staticmethod
-    def _remove(shard: ShardInfo) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            shard.path.unlink()
 
     def _result(self, interrupted: bool) -> LoadResult:
         s = self.stats
@@ -781,7 +486,7 @@ class _Run:
             namespace=self.loader.namespace,
             work_dir=self.loader.work_dir,
             manifest_path=self.state.manifest_path,
-            rejects_path=self.rejects_path,
+            rejects_path=self.reader.rejects_path,
             lines=s.lines,
             records=s.records,
             rejected=s.rejected,
@@ -796,7 +501,7 @@ class _Run:
             dry_run=self.cfg.dry_run,
             interrupted=interrupted,
             failed_shards=tuple(failed),
-            duplicate_ids=self.duplicates[0] if self.duplicates is not None else None,
+            duplicate_ids=self.reader.duplicates[0] if self.reader.duplicates else None,
         )
 
 
@@ -811,33 +516,6 @@ def _unwrap(exc: BaseException) -> BaseException:
             if not isinstance(inner, asyncio.CancelledError):
                 return _unwrap(inner)
     return exc
-
-
-def _ticket_event(index: int, ticket: ImportTicket) -> dict[str, Any]:
-    return {
-        "t": "ticket",
-        "index": index,
-        "request_id": ticket.request_id,
-        "object_key": ticket.object_key,
-        "upload_url": ticket.upload_url,
-        "expires_at": ticket.expires_at.isoformat() if ticket.expires_at else None,
-    }
-
-
-def _is_md5(etag: str) -> bool:
-    """A plain single-part PUT's ETag is the hex MD5; multipart ones carry a ``-N`` suffix."""
-    return len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag)
-
-
-async def _aiter(
-    items: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]],
-) -> AsyncIterable[Mapping[str, Any]]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
 
 
 def load(
