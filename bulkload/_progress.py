@@ -159,10 +159,11 @@ class RichDisplay:
         self._bar.start()
 
     def __call__(self, p: Progress) -> None:
-        detail = (
-            f"{p.records:,} rec · {p.rejected:,} rej · "
-            f"shards {p.uploaded}/{p.shards} (+{p.in_flight} up, {p.failed} failed)"
-        )
+        detail = f"{p.records:,} rec, {p.rejected:,} rej, {p.uploaded}/{p.shards} shards"
+        if p.in_flight:
+            detail += f" ({p.in_flight} sending)"
+        if p.failed:
+            detail += f", {p.failed} FAILED"
         self._bar.update(self._task, completed=p.bytes_read, total=p.bytes_total, detail=detail)
 
     def close(self) -> None:
