@@ -231,7 +231,7 @@ class _Run:
         self.stats = Stats(started=time.monotonic())
         if sources and all(s.size is not None and s.compression is None for s in sources):
             self.stats.bytes_total = sum(s.size or 0 for s in sources)
-        self.state = RunState.open(loader.work_dir)
+        self.state = RunState(loader.work_dir)  # replayed from the journal in _begin
         self.shard_dir = loader.work_dir / SHARDS_DIR
         self.reader = Reader(self.cfg, self.stats, loader.work_dir, loader._stop)
         self.queue: asyncio.Queue[ShardInfo | None] = asyncio.Queue(self.cfg.effective_queue_depth)
@@ -293,6 +293,7 @@ class _Run:
         self.state = RunState(work)
 
     def _begin(self) -> None:
+        self.state = RunState.open(self.loader.work_dir)
         identity = self._run_identity()
         self._check_resume(identity)
         self.state.start(identity)

@@ -269,3 +269,24 @@ def test_exit_codes(
     assert run(str(tmp_path / "missing.jsonl"), "--work-dir", str(tmp_path / "w1b")) == 1
     assert cli.main(["load", "products"]) == 2
     assert cli.main(["load", "products", str(good), "--shard-size", "6GiB"]) == 2
+
+
+async def test_no_blocking_call_on_the_event_loop(emulator: Emulator, tmp_path: Path) -> None:
+    """blockbuster fails the test if the loader (or the emulator) blocks the event loop:
+    file I/O, fsync and hashing belong in threads."""
+    from blockbuster import blockbuster_ctx
+
+    from bulkload import Loader
+
+    lines = [record(i) for i in range(3000)]
+    src = write_lines(tmp_path / "in.jsonl", [*lines, b"bad", record(0) + b"\r"])
+    with blockbuster_ctx("bulkload"):
+        async with Loader(
+            "products",
+            api_key=API_KEY,
+            base_url=emulator.base_url,
+            work_dir=tmp_path / "w",
+            shard_max_records=500,
+        ) as loader:
+            result = await loader.load([str(src)])
+    assert (result.uploaded, result.rejected) == (7, 1)
