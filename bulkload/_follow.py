@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiofiles
+import aiofiles.os
 import aiohttp
 import orjson
 
@@ -205,18 +207,13 @@ class Follower:
         """
         api = self._require_api()
         out = Path(results_dir) if results_dir is not None else None
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
         result = WaitResult(results_dir=out)
-        pending: list[tuple[float, int, float]] = []  # (due, shard index, current delay)
         now = time.monotonic()
-        for entry in self.state.shards.values():
-            if entry.status != "uploaded" or not entry.request_id:
-                continue
-            done = (entry.processing or {}).get("processing_status") in ("succeeded", "failed")
-            if done and (out is None or self._has_results(entry.index, out)):
-                continue
-            heapq.heappush(pending, (now, entry.index, self._poll_start))
+        # (due, shard index, current delay): every request not known to be finished.
+        pending = [
+            (now, index, self._poll_start)
+            for index in await asyncio.to_thread(self._unfinished, out)
+        ]
         deadline = None if timeout is None else now + timeout
         rng = random.Random()
 
@@ -316,24 +313,32 @@ class Follower:
             results_file=results_file,
         )
 
+    def _unfinished(self, out: Path | None) -> list[int]:
+        """Requests still to poll: not terminal, or succeeded without complete results."""
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+        todo = []
+        for entry in self.state.shards.values():
+            if entry.status != "uploaded" or not entry.request_id:
+                continue
+            done = (entry.processing or {}).get("processing_status") in ("succeeded", "failed")
+            if not done or (out is not None and not self._has_results(entry.index, out)):
+                todo.append(entry.index)
+        return sorted(todo)
+
     def _has_results(self, index: int, out: Path) -> bool:
         entry = self.state.shards[index]
         proc = entry.processing or {}
         if proc.get("processing_status") == "failed":
             return True
-        path = out / f"{entry.request_id}.jsonl"
-        return path.exists() and _count_lines(path) == proc.get("data_count")
+        return _complete(out / f"{entry.request_id}.jsonl", proc.get("data_count"))
 
     async def _download(self, index: int, st: RequestStatus, out: Path) -> Path:
         """Stream the results file of one request; a fresh URL when the old one expired."""
         api = self._require_api()
         entry = self.state.shards[index]
         path = out / f"{entry.request_id}.jsonl"
-        if (
-            path.exists()
-            and st.data_count is not None
-            and await asyncio.to_thread(_count_lines, path) == st.data_count
-        ):
+        if await asyncio.to_thread(_complete, path, st.data_count):
             return path  # downloaded by an earlier run, and complete
         assert self._session is not None
         assert entry.request_id is not None
@@ -352,10 +357,10 @@ class Follower:
             try:
                 async with self._session.get(url) as resp:
                     if resp.status == 200:
-                        with open(tmp, "wb") as f:  # noqa: ASYNC230 - small local writes
+                        async with aiofiles.open(tmp, "wb") as f:
                             async for block in resp.content.iter_chunked(1 << 20):
-                                f.write(block)
-                        os.replace(tmp, path)
+                                await f.write(block)
+                        await aiofiles.os.replace(tmp, path)
                         return path
                     last = f"HTTP {resp.status}"
             except TRANSIENT_ERRORS as exc:
@@ -510,6 +515,11 @@ class _SourceCursor:
         for chunk in iter_chunks(source):
             result = validate_chunk(chunk.data, chunk.first_line, self._vopts)
             yield from zip(result.ids or [], result.line_nos, strict=False)
+
+
+def _complete(path: Path, count: object) -> bool:
+    """Whether a results file from an earlier run is there with all ``count`` lines."""
+    return isinstance(count, int) and path.exists() and _count_lines(path) == count
 
 
 def _count_lines(path: Path) -> int:
