@@ -231,11 +231,12 @@ def test_disk_full_while_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(shard_module, "open", lambda path, mode: Full(path), raising=False)
     writer = ShardWriter(tmp_path, max_bytes=1000, max_records=100)
-    # Writes run one chunk behind, so the error surfaces on the next call at the latest.
-    writer.feed("a", result_of([b'{"id":"1"}\n']))
+    # Small pieces are written at once, large ones one chunk behind: the error surfaces on
+    # this call or the next one at the latest.
     with pytest.raises(
         DiskSpaceError, match=f"the disk filled up while writing a shard in {tmp_path}"
     ):
+        writer.feed("a", result_of([b'{"id":"1"}\n']))
         writer.flush()
     assert list(tmp_path.iterdir()) == []  # the partial file is gone
     writer.abort()  # harmless after the error
