@@ -2,12 +2,13 @@
 
     python -m benchmarks.bench_emulator
 
-Starts ``python -m bulkload.emulator --port 0`` as a separate process (so its memory is
-measured alone), reads the base URL from its first line of stdout, then PUTs one 1 GiB
-body and eight parallel 128 MiB bodies, each streamed from a temp file with a
-Content-Length, as bulkload itself sends them. Reports the sink throughput and the
-emulator's peak RSS increase over its idle baseline, sampled with psutil.
-``run()`` returns the numbers as a dict for ``benchmarks/run.py``.
+Starts ``python -m bulkload.emulator --port 0`` (storing bodies, not the sink mode) as a
+separate process, so its memory is measured alone (``_common.EmulatorProcess``), then
+PUTs one 1 GiB body and eight parallel 128 MiB bodies, each streamed from a temp file
+with a Content-Length, as bulkload itself sends them. Reports the emulator's throughput
+and its peak RSS increase over its idle baseline, sampled with psutil. ``run()`` returns
+the numbers as a dict. Not part of ``make bench``: the upload ceiling there is measured
+against the sink (``--discard-bodies``) with curl, in ``bench_upload``.
 """
 
 from __future__ import annotations
@@ -15,26 +16,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil  # type: ignore[import-untyped]
 
-MiB = 1024 * 1024
-GiB = 1024 * MiB
-#: RSS sampling period: fine enough to catch a buffer that lives for a few ms.
-SAMPLE_EVERY_S = 0.005
-API_KEY = "bench-key"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from ._common import API_KEY, EmulatorProcess, GiB, MiB, RssSampler
 
 
 def make_body(path: Path, size: int) -> str:
@@ -54,39 +45,6 @@ def make_body(path: Path, size: int) -> str:
             md5.update(chunk)
             written += len(chunk)
     return md5.hexdigest()
-
-
-class RssSampler:
-    """Samples a process's RSS in a background thread; ``peak`` since the last reset."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = self.rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def rss(self) -> int:
-        value: int = self.process.memory_info().rss
-        return value
-
-    def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_EVERY_S):
-            try:
-                self.peak = max(self.peak, self.rss())
-            except psutil.NoSuchProcess:
-                return
-
-    def reset(self) -> int:
-        self.peak = self.rss()
-        return self.peak
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 async def _put_file(
@@ -145,42 +103,15 @@ async def _bench(base_url: str, sampler: RssSampler, work: Path) -> dict[str, An
 def run() -> dict[str, Any]:
     """Run the benchmark; its results (throughput in MB/s = 10^6 bytes/s)."""
     work = Path(tempfile.mkdtemp(prefix="bench-emulator-"))
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bulkload.emulator",
-            "--port",
-            "0",
-            "--api-key",
-            API_KEY,
-            "--data-dir",
-            str(work / "emulator"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        cwd=PROJECT_ROOT,
-    )
     try:
-        assert proc.stdout is not None
-        base_url = proc.stdout.readline().decode().strip()
-        if not base_url.startswith("http://"):
-            raise RuntimeError(f"the emulator did not print its URL (got {base_url!r})")
-        with RssSampler(proc.pid) as sampler:
-            results = asyncio.run(_bench(base_url, sampler, work))
-        results["base_url"] = base_url
-        return results
+        # Not a sink: this measures the emulator that stores and hashes every body.
+        with EmulatorProcess(discard_bodies=False, data_dir=work / "emulator") as emu:
+            assert emu.process is not None
+            with RssSampler(emu.process.pid) as sampler:
+                results = asyncio.run(_bench(emu.base_url, sampler, work))
+            results["base_url"] = emu.base_url
+            return results
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

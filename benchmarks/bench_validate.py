@@ -2,11 +2,13 @@
 
     python -m benchmarks.bench_validate [--size-mib 256] [--workers 2]
 
-Generates (once, cached under ``bench-data/``) a file of ~600-byte product records, then
-streams it through ``iter_chunks`` and measures, per stage, MB/s (10^6 bytes per second of
-wall time) and CPU s/GB (user + system seconds per 10^9 bytes, worker processes included):
+Generates (once, cached under ``bench-data/``, see ``benchmarks/datasets.py``) a file of
+~600-byte product records, then streams it through ``iter_chunks`` and measures, per stage,
+MB/s (10^6 bytes per second of wall time) and CPU s/GB (user + system seconds per 10^9
+bytes, worker processes included):
 
-- ``read``: ``iter_chunks`` alone (from the page cache);
+- ``read_raw``: the file's bytes alone, ``readinto`` a reused buffer;
+- ``read``: ``iter_chunks`` alone (whole lines; from the page cache);
 - ``validate``: ``iter_chunks`` + ``validate_chunk`` in this process;
 - ``validate_pool``: the same over a ProcessPoolExecutor, at most 2 blocks per worker in
   flight, as the pipeline does: each block is pickled to a worker and its records back;
@@ -15,6 +17,11 @@ wall time) and CPU s/GB (user + system seconds per 10^9 bytes, worker processes 
   the block, to show what the executor's transfer of 8 MiB blocks costs;
 - ``validate_id_field``: ``--id-field sku`` (every record edited), on the first 64 MiB;
 - ``orjson_loop``: for comparison, ``orjson.loads`` per line plus an id check.
+
+``read_only``, ``validate_here`` and ``validate_pool_ranges`` also take several sources
+(one pool for all of them): ``benchmarks/run.py`` uses them as the read and validation
+ceilings of every dataset. They call bulkload's own ``iter_chunks``/``validate_chunk``, so
+the ceiling moves with bulkload's validation code.
 """
 
 from __future__ import annotations
@@ -23,70 +30,32 @@ import argparse
 import io
 import json
 import os
-import random
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import orjson
 
-from bulkload._config import MiB
 from bulkload._sources import Chunk, Source, iter_chunks, resolve_inputs
 from bulkload._validate import ChunkResult, ValidateOptions, validate_chunk
 
-DATA_DIR = Path("bench-data")
+from ._common import DATA_DIR, MiB, cpu
+from .datasets import ensure_data
+
+__all__ = [
+    "DATA_DIR",
+    "ensure_data",
+    "measure",
+    "read_only",
+    "read_raw",
+    "validate_here",
+    "validate_pool_ranges",
+]
+
 BLOCK = 8 * MiB
-WORDS = (  # noqa: SIM905 -- a sentence reads better than 28 quoted words
-    "wireless charger cable cotton shirt organic coffee beans steel bottle kids toy lamp desk "
-    "chair premium pack black white large small vintage leather bag phone case garden hose"
-).split()
-
-
-def product(rng: random.Random, i: int) -> dict[str, Any]:
-    title = " ".join(rng.choices(WORDS, k=6)).title()
-    if i % 5 == 0:
-        title += " — édition spéciale ✓"  # some non-ASCII, as real catalogues have
-    return {
-        "id": f"prod-{i:010d}",
-        "sku": f"SKU{rng.randrange(10**9):09d}",
-        "title": title,
-        "description": " ".join(rng.choices(WORDS, k=38)),
-        "price": round(rng.uniform(1, 500), 2),
-        "currency": "USD",
-        "tags": rng.choices(WORDS, k=4),
-        "in_stock": rng.random() > 0.2,
-        "seller": {"id": f"s{rng.randrange(10**6)}", "name": "Shop " + rng.choice(WORDS)},
-        "images": [f"https://cdn.example.com/img/{i}/{k}.jpg" for k in range(2)],
-        "created_at": "2026-05-01T12:00:00Z",
-    }
-
-
-def ensure_data(size: int, directory: Path = DATA_DIR) -> Path:
-    """The cached benchmark file of about ``size`` bytes, generated on first use."""
-    path = directory / f"products-{size // MiB}MiB.jsonl"
-    if path.exists():
-        return path
-    directory.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(42)
-    tmp = path.with_suffix(".tmp")
-    written = i = 0
-    with open(tmp, "wb") as f:
-        while written < size:
-            batch = b"".join(orjson.dumps(product(rng, i + k)) + b"\n" for k in range(1000))
-            f.write(batch)
-            written += len(batch)
-            i += 1000
-    os.replace(tmp, path)
-    return path
-
-
-def cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def measure(name: str, nbytes: Callable[[], int]) -> dict[str, float]:
@@ -98,22 +67,42 @@ def measure(name: str, nbytes: Callable[[], int]) -> dict[str, float]:
     return result
 
 
-def chunks(source: Source, limit: int | None = None) -> Iterator[Chunk]:
+Sources = Source | Sequence[Source]
+
+
+def sourced_chunks(sources: Sources, limit: int | None = None) -> Iterator[tuple[Source, Chunk]]:
     seen = 0
-    for chunk in iter_chunks(source, BLOCK):
-        yield chunk
-        seen += len(chunk.data)
-        if limit is not None and seen >= limit:
-            return
+    for source in [sources] if isinstance(sources, Source) else sources:
+        for chunk in iter_chunks(source, BLOCK):
+            yield source, chunk
+            seen += len(chunk.data)
+            if limit is not None and seen >= limit:
+                return
 
 
-def read_only(source: Source) -> int:
-    return sum(len(c.data) for c in chunks(source))
+def chunks(sources: Sources, limit: int | None = None) -> Iterator[Chunk]:
+    return (chunk for _, chunk in sourced_chunks(sources, limit))
 
 
-def validate_here(source: Source, opts: ValidateOptions, limit: int | None = None) -> int:
+def read_only(sources: Sources) -> int:
+    return sum(len(c.data) for c in chunks(sources))
+
+
+def read_raw(paths: Sequence[str | Path]) -> int:
+    """The bytes alone: ``readinto`` one reused buffer, no line handling (what the
+    machine allows)."""
     n = 0
-    for chunk in chunks(source, limit):
+    buf = bytearray(BLOCK)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while k := f.readinto(buf):
+                n += k
+    return n
+
+
+def validate_here(sources: Sources, opts: ValidateOptions, limit: int | None = None) -> int:
+    n = 0
+    for chunk in chunks(sources, limit):
         result = validate_chunk(chunk.data, chunk.first_line, opts)
         assert not result.rejects, result.rejects[:1]
         n += len(chunk.data)
@@ -135,7 +124,7 @@ def validate_pool(source: Source, workers: int) -> int:
     return n
 
 
-_fd: int | None = None
+_open: tuple[str, int] | None = None  # a worker's open file: (path, fd)
 
 
 def _validate_range(
@@ -143,10 +132,12 @@ def _validate_range(
 ) -> tuple[ChunkResult, bool]:
     """In a worker: read the block itself (page cache), and send back the records only if
     they differ from the block (they rarely do)."""
-    global _fd
-    if _fd is None:
-        _fd = os.open(path, os.O_RDONLY)
-    data = os.pread(_fd, length, offset)
+    global _open
+    if _open is None or _open[0] != path:
+        if _open is not None:
+            os.close(_open[1])
+        _open = (path, os.open(path, os.O_RDONLY))
+    data = os.pread(_open[1], length, offset)
     result = validate_chunk(data, first_line, opts)
     if result.data is data:
         result.data = b""
@@ -154,11 +145,10 @@ def _validate_range(
     return result, False
 
 
-def validate_pool_ranges(source: Source, workers: int) -> int:
+def validate_pool_ranges(sources: Sources, workers: int) -> int:
     """A prototype for the pipeline: workers get byte ranges, not bytes (see module doc)."""
     n = 0
     opts = ValidateOptions()
-    path = str(source.path)
     with ProcessPoolExecutor(workers) as pool:
         window: deque[tuple[Chunk, Future[tuple[ChunkResult, bool]]]] = deque()
 
@@ -169,9 +159,14 @@ def validate_pool_ranges(source: Source, workers: int) -> int:
                 result.data = chunk.data
             assert not result.rejects
 
-        for chunk in chunks(source):
+        for source, chunk in sourced_chunks(sources):
             job = pool.submit(
-                _validate_range, path, chunk.offset, len(chunk.data), chunk.first_line, opts
+                _validate_range,
+                str(source.path),
+                chunk.offset,
+                len(chunk.data),
+                chunk.first_line,
+                opts,
             )
             window.append((chunk, job))
             n += len(chunk.data)
@@ -200,6 +195,7 @@ def run(path: str | Path | None = None, workers: int = 2) -> dict[str, dict[str,
     read_only(source)  # warm the page cache, so that every stage reads from memory
     print(f"{path}: {path.stat().st_size / 1e6:,.0f} MB, {os.cpu_count()} CPUs")
     return {
+        "read_raw": measure("read, raw", lambda: read_raw([path])),
         "read": measure("read", lambda: read_only(source)),
         "validate": measure("validate", lambda: validate_here(source, ValidateOptions())),
         f"validate_pool_{workers}": measure(

@@ -54,6 +54,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--results-ttl", type=float, default=3600, metavar="S", help="results data_url lifetime"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault decisions")
+    parser.add_argument(
+        "--discard-bodies",
+        action="store_true",
+        help="sink mode for benchmarks: read accepted PUT bodies and drop them (counted, "
+        "not hashed or stored); ETag 'discarded-<size>', results downloads answer 404",
+    )
     group = parser.add_argument_group("fault injection")
     for f in fields(Faults):
         if not f.init:
@@ -100,6 +106,7 @@ async def _serve(args: argparse.Namespace) -> None:
         results_ttl=args.results_ttl,
         faults=_faults_from(args),
         seed=args.seed,
+        discard_bodies=args.discard_bodies,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -50,6 +50,9 @@ class Settings:
     url_ttl: float
     results_ttl: float
     team_id: str
+    #: Sink mode for benchmarks: accepted PUT bodies are counted, not stored (see
+    #: ``Emulator``).
+    discard_bodies: bool = False
 
 
 class Core:
@@ -212,7 +215,7 @@ class Core:
         return rec, url
 
     def info(self, rec: RequestRecord) -> RequestInfo:
-        stored = rec.arrived_at is not None
+        stored = rec.arrived_at is not None and rec.discarded_lines is None
         return RequestInfo(
             request_id=rec.request_id,
             namespace=rec.namespace,
@@ -226,11 +229,16 @@ class Core:
             expired_url=rec.expired_url,
         )
 
-    def object_arrived(self, rec: RequestRecord, size: int, md5: str) -> None:
+    def object_arrived(
+        self, rec: RequestRecord, size: int, md5: str | None, *, discarded_lines: int | None = None
+    ) -> None:
+        """Note an object stored under ``rec``'s key; in sink mode ``md5`` is None and
+        ``discarded_lines`` holds the line count of the body that was thrown away."""
         loop = asyncio.get_running_loop()
         rec.put_successes += 1
         rec.size = size
         rec.md5 = md5
+        rec.discarded_lines = discarded_lines
         rec.arrived_at = time.time()
         rec.arrived_loop = loop.time()
         rec.generation += 1
@@ -243,6 +251,11 @@ class Core:
             return rec
         assert rec.arrived_loop is not None
         if asyncio.get_running_loop().time() - rec.arrived_loop < self.ingest_delay:
+            return rec
+        if rec.discarded_lines is not None:
+            # Sink mode: nothing was kept to validate; every line counts as a result.
+            rec.outcome = Outcome(ok=True, count=rec.discarded_lines, error_summary=None)
+            self.changed()
             return rec
         lock = self._validation_locks.setdefault(rec.request_id, asyncio.Lock())
         async with lock:
@@ -315,13 +328,16 @@ class Core:
             "put_log": [attempt.as_json() for attempt in self.put_log],
             "faults": self.injector.faults.as_dict(),
             "ingest_delay": self.ingest_delay,
+            "discard_bodies": self.settings.discard_bodies,
         }
 
     def stored_objects(self, namespace: str | None) -> list[tuple[str, Path]]:
         return [
             (rec.request_id, self.object_path(rec.object_key))
             for rec in self.requests.values()
-            if rec.arrived_at is not None and namespace in (None, rec.namespace)
+            if rec.arrived_at is not None
+            and rec.discarded_lines is None
+            and namespace in (None, rec.namespace)
         ]
 
 

@@ -185,6 +185,8 @@ class RequestRecord:
     arrived_loop: float | None = None  # loop clock, for the ingest delay
     generation: int = 0  # bumped by every stored object, so a stale validation is dropped
     outcome: Outcome | None = None
+    #: Sink mode: the line count of the last body, which was discarded; None when stored.
+    discarded_lines: int | None = None
 
     @property
     def status(self) -> str:
@@ -207,6 +209,7 @@ class RequestRecord:
             "size": self.size,
             "md5": self.md5,
             "arrived_at": self.arrived_at,
+            "discarded_lines": self.discarded_lines,
         }
 
     @classmethod
@@ -223,6 +226,8 @@ class RequestRecord:
             size=data["size"],
             md5=data["md5"],
             arrived_at=data["arrived_at"],
+            # Absent in state files written before sink mode existed.
+            discarded_lines=data.get("discarded_lines"),
         )
         if rec.arrived_at is not None:
             # Carry the time already spent ingesting across the restart.

@@ -5,6 +5,10 @@ S3 does (and, with ``Expect: 100-continue``, before the client is asked to send 
 The body then streams into a temp file in bounded chunks, hashed as it goes, and is
 renamed into place only once all of ``Content-Length`` has arrived: a short body stores
 nothing. File calls run in worker threads, so the loop never waits on the disk.
+
+In sink mode (``discard_bodies``) a PUT that passes every check has its body read to the
+end and dropped: only its size and line count are kept, and its ETag is
+``"discarded-<size>"``.
 """
 
 from __future__ import annotations
@@ -324,6 +328,8 @@ class S3Handlers:
                 await _discard(request, declared)  # S3 answers after the whole body
                 outcome[0] = str(status)
                 return s3_error(status, code, message)
+        if core.settings.discard_bodies:
+            return await self._receive_discarding(request, key, outcome)
         sink = _Sink(core.tmp_dir / f"{uuid.uuid4().hex}.part")
         complete = False
         try:
@@ -355,6 +361,40 @@ class S3Handlers:
         return web.Response(
             status=200,
             headers={"ETag": f'"{md5}"', "x-amz-request-id": uuid.uuid4().hex[:16].upper()},
+        )
+
+    async def _receive_discarding(
+        self, request: web.Request, key: str, outcome: list[str]
+    ) -> web.Response:
+        """Sink mode: read the whole body (S3 answers only then), count its bytes and
+        lines, keep nothing. The ETag is not an MD5, so clients skip their check."""
+        declared = request.content_length or 0
+        size = newlines = 0
+        last = b""
+        dense = True
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            # For lines over ~64 bytes, replace() (a vectorised memchr per line) measured
+            # 3-5x faster than count() (a byte loop), which was half of the sink's CPU;
+            # for short lines count() wins. The last chunk's density picks the method.
+            n = chunk.count(b"\n") if dense else len(chunk) - len(chunk.replace(b"\n", b""))
+            dense = n * 64 > len(chunk)
+            newlines += n
+            last = chunk
+        if size != declared:
+            raise ConnectionResetError(f"PUT body ended after {size} of {declared} bytes")
+        outcome[0] = "200"
+        rec = self.core.by_key.get(key)
+        if rec is not None:
+            # A last line without its newline is a line too.
+            lines = newlines + (1 if last and not last.endswith(b"\n") else 0)
+            self.core.object_arrived(rec, size, None, discarded_lines=lines)
+        return web.Response(
+            status=200,
+            headers={
+                "ETag": f'"discarded-{size}"',
+                "x-amz-request-id": uuid.uuid4().hex[:16].upper(),
+            },
         )
 
     # --- results ------------------------------------------------------------------------

@@ -39,6 +39,13 @@ class Emulator:
     results ``data_url``'s, both in seconds. ``shutdown_timeout`` is how long ``stop()``
     lets in-flight requests finish before cutting them off.
 
+    ``discard_bodies=True`` makes it a sink for benchmarks: a PUT that passes every S3
+    check has its body read in full and dropped (not hashed, not stored), and is answered
+    200 with ETag ``"discarded-<size>"``, which is not an MD5, so clients skip their
+    check. The request then goes ``ingesting`` → ``succeeded`` with ``data_count`` = the
+    body's line count; its ``data_url`` is issued as usual but answers 404
+    ``NoSuchKey`` (no results were kept), and ``stored_objects()`` leaves it out.
+
     On cancellation: ``start()`` leaves nothing listening; ``stop()`` still closes the
     listening socket and every connection.
     """
@@ -57,6 +64,7 @@ class Emulator:
         seed: int = 0,
         team_id: str = "TEAM_ID",
         shutdown_timeout: float = 0.5,
+        discard_bodies: bool = False,
     ) -> None:
         if ingest_delay < 0 or url_ttl <= 0 or results_ttl <= 0:
             raise ValueError("ingest_delay must be >= 0, url_ttl and results_ttl > 0")
@@ -72,6 +80,7 @@ class Emulator:
             url_ttl=url_ttl,
             results_ttl=results_ttl,
             team_id=team_id,
+            discard_bodies=discard_bodies,
         )
         self._core = Core(settings, faults or Faults(), seed, ingest_delay)
         self._shutdown_timeout = shutdown_timeout

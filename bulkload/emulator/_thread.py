@@ -52,6 +52,7 @@ class EmulatorThread:
         seed: int = 0,
         team_id: str = "TEAM_ID",
         shutdown_timeout: float = 0.5,
+        discard_bodies: bool = False,
     ) -> None:
         self._emulator = Emulator(
             api_key=api_key,
@@ -65,6 +66,7 @@ class EmulatorThread:
             seed=seed,
             team_id=team_id,
             shutdown_timeout=shutdown_timeout,
+            discard_bodies=discard_bodies,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

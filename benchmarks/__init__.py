@@ -1,0 +1,1 @@
+"""Benchmarks of bulkload: ``make bench`` runs ``benchmarks.run``; see README.md here."""

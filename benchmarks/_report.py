@@ -1,0 +1,270 @@
+"""The one table of ``make bench``: rows from the results, the targets, and saving.
+
+The results are one JSON-able dict (see ``run.py``); everything here reads it and
+touches nothing else, so a saved ``bench-results/*.json`` can be re-rendered.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeGuard
+
+from ._common import RESULTS_DIR
+
+#: The targets of issue 6.
+E2E_VS_CEILING = 0.8
+E2E_VS_NAIVE = 5.0
+RSS_LIMIT_MB = 150.0
+#: "The same for 1 and 4 GiB": within this fraction of the larger. Sampling jitter and
+#: allocator noise stay well inside it; growth with the input does not.
+RSS_SAME_WITHIN = 0.10
+HELP_LIMIT_S = 0.3
+COLUMNS = ("dataset", "measurement", "MB/s", "records/s", "CPU s/GB", "peak RSS MB", "notes")
+NUMERIC = {2, 3, 4, 5}
+
+
+def ok(value: Any) -> TypeGuard[dict[str, Any]]:
+    """A measurement that worked (a failed one is ``{"error": ...}``)."""
+    return isinstance(value, dict) and "error" not in value
+
+
+def validation_ceiling(ceilings: dict[str, Any]) -> float | None:
+    """The faster of the two validation ceilings (1 process, all cores), MB/s."""
+    speeds = [ceilings[k]["mb_s"] for k in ("validate_1", "validate_all") if ok(ceilings.get(k))]
+    return max(speeds) if speeds else None
+
+
+def upload_ceiling(ceilings: dict[str, Any]) -> float | None:
+    upload = ceilings.get("upload")
+    return upload["mb_s"] if ok(upload) else None
+
+
+@dataclass
+class Row:
+    dataset: str
+    what: str
+    mb_s: float | None = None
+    records_s: float | None = None
+    cpu_s_per_gb: float | None = None
+    rss_mb: float | None = None
+    note: str = ""
+
+    @classmethod
+    def of(cls, dataset: str, what: str, value: Any, note: str = "") -> Row:
+        if not ok(value):
+            return cls(dataset, what, note=f"error: {str(value.get('error'))[:90]}")
+        return cls(
+            dataset,
+            what,
+            value.get("mb_s"),
+            value.get("records_s"),
+            value.get("cpu_s_per_gb"),
+            value.get("peak_rss_mb"),
+            note,
+        )
+
+
+def _outside(run: dict[str, Any]) -> str:
+    """The seconds a bulkload run spent outside its own clock (start-up, exit)."""
+    elapsed = run.get("bulkload_elapsed_s")
+    return "" if elapsed is None else f"; start+exit {run['wall_s'] - elapsed:.2f} s"
+
+
+def dataset_rows(name: str, result: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    ceilings = result.get("ceilings", {})
+    if "read" in ceilings:
+        lines = ceilings.get("read_lines")
+        note = f"bulkload's line reader (iter_chunks): {lines['mb_s']:,.0f}" if ok(lines) else ""
+        rows.append(Row.of(name, "ceiling: read the bytes (page cache)", ceilings["read"], note))
+    if "validate_1" in ceilings:
+        rows.append(Row.of(name, "ceiling: validate, 1 process", ceilings["validate_1"]))
+        workers = ceilings["validate_all"].get("workers", "all")
+        rows.append(
+            Row.of(
+                name,
+                f"ceiling: validate, {workers} processes",
+                ceilings["validate_all"],
+                "byte ranges to a process pool",
+            )
+        )
+    if "upload" in ceilings:
+        up = ceilings["upload"]
+        note = ""
+        if ok(up):
+            note = (
+                f"{up['pieces']} PUTs by {up['processes']} curls; sink "
+                f"{up['sink_cores']:.2f} cores, {up['sink_cpu_s_per_gb']:.2f} CPU s/GB"
+            )
+        rows.append(Row.of(name, "ceiling: upload, 8 parallel curl -T", up, note))
+    if "naive" in result:
+        naive = result["naive"]
+        note = f"{naive['shards']} shards" if ok(naive) else ""
+        rows.append(Row.of(name, "naive loader (httpx, one at a time)", naive, note))
+    if "bulkload" in result:
+        e2e = result["bulkload"]
+        note = ""
+        if ok(e2e):
+            note = f"{e2e['uploads']} shards; sink {e2e['sink_cores']:.2f} cores" + _outside(e2e)
+        rows.append(Row.of(name, "bulkload end to end", e2e, note))
+    if "bulkload_dry" in result:
+        dry = result["bulkload_dry"]
+        note = f"{dry['shards']} shards written, not sent" + _outside(dry) if ok(dry) else ""
+        rows.append(Row.of(name, "bulkload --dry-run (no network)", dry, note))
+    return rows
+
+
+def all_rows(results: dict[str, Any]) -> list[Row]:
+    rows = [row for name, r in results["datasets"].items() for row in dataset_rows(name, r)]
+    for size, run in results.get("memory", {}).items():
+        note = ""
+        if ok(run) and run.get("rss_timeline_mb"):
+            timeline = run["rss_timeline_mb"]
+            half = timeline[len(timeline) // 2][1]
+            note = f"RSS at half time {half:.0f}, at the end {timeline[-1][1]:.0f}"
+        rows.append(Row.of("memory", f"bulkload, {size} input, defaults", run, note))
+    sweep = [p for p in results.get("sweep", []) if ok(p)]
+    if sweep:
+        best = max(sweep, key=lambda p: p["mb_s"])
+        worst = min(sweep, key=lambda p: p["mb_s"])
+        what = f"sweep best: -c {best['concurrency']} --shard-size {best['shard_size'] >> 20}MiB"
+        note = (
+            f"worst {worst['mb_s']:,.0f} (-c {worst['concurrency']}, "
+            f"{worst['shard_size'] >> 20}MiB); {results.get('chart', '')}"
+        )
+        rows.append(Row.of("chart", what, best, note))
+    return rows
+
+
+def _target(name: str, passed: bool | None, value: str, note: str = "") -> dict[str, Any]:
+    verdict = "n/a" if passed is None else "PASS" if passed else "FAIL"
+    return {"target": name, "passed": passed, "verdict": verdict, "value": value, "note": note}
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target of the issue that this run measured, PASS/FAIL."""
+    targets: list[dict[str, Any]] = []
+    for name, result in results["datasets"].items():
+        e2e = result.get("bulkload")
+        if not ok(e2e):
+            continue
+        ceilings = result.get("ceilings", {})
+        limit_v, limit_u = validation_ceiling(ceilings), upload_ceiling(ceilings)
+        if limit_v is not None and limit_u is not None:
+            bound = min(limit_v, limit_u)
+            ratio = e2e["mb_s"] / bound
+            which = "validation" if limit_v <= limit_u else "upload"
+            targets.append(
+                _target(
+                    f"{name}: end to end ≥ {E2E_VS_CEILING}× min ceiling",
+                    ratio >= E2E_VS_CEILING,
+                    f"{ratio:.2f}×",
+                    f"of {bound:,.0f} MB/s, the {which} ceiling",
+                )
+            )
+        naive = result.get("naive")
+        if ok(naive):
+            ratio = e2e["mb_s"] / naive["mb_s"]
+            targets.append(
+                _target(
+                    f"{name}: end to end ≥ {E2E_VS_NAIVE:g}× naive",
+                    ratio >= E2E_VS_NAIVE,
+                    f"{ratio:.2f}×",
+                    f"naive: {naive['mb_s']:,.0f} MB/s",
+                )
+            )
+    memory = results.get("memory")
+    if memory is not None:
+        name = f"peak RSS ≤ {RSS_LIMIT_MB:.0f} MB, 1 GiB ≈ 4 GiB (defaults)"
+        one, four = memory.get("1GiB"), memory.get("4GiB")
+        if ok(one) and ok(four):
+            a, b = one["peak_rss_mb"], four["peak_rss_mb"]
+            same = abs(a - b) <= RSS_SAME_WITHIN * max(a, b)
+            note = "" if same else f"differ by more than {RSS_SAME_WITHIN:.0%}"
+            passed = max(a, b) <= RSS_LIMIT_MB and same
+            targets.append(_target(name, passed, f"{a:.0f} MB / {b:.0f} MB", note))
+        else:
+            targets.append(_target(name, None, "-", "a run failed"))
+    help_ = results.get("help")
+    if ok(help_):
+        for name, seconds in help_.items():
+            targets.append(
+                _target(
+                    f"{name} < {HELP_LIMIT_S} s",
+                    seconds < HELP_LIMIT_S,
+                    f"{seconds:.3f} s",
+                    "best of 5",
+                )
+            )
+    elif help_ is not None:
+        targets.append(_target("bulkload --help", None, "-", str(help_["error"])))
+    return targets
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def render(results: dict[str, Any]) -> str:
+    """The table: a header, one row per measurement, one per target."""
+    cells = [
+        [
+            r.dataset,
+            r.what,
+            _fmt(r.mb_s),
+            _fmt(r.records_s),
+            _fmt(r.cpu_s_per_gb, 2),
+            _fmt(r.rss_mb),
+            r.note,
+        ]
+        for r in all_rows(results)
+    ]
+    for t in results["targets"]:
+        note = f"  ({t['note']})" if t["note"] else ""
+        cells.append(["target", t["target"], "", "", "", "", f"{t['verdict']}  {t['value']}{note}"])
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(COLUMNS)]
+
+    def line(values: list[str] | tuple[str, ...]) -> str:
+        padded = [
+            v.rjust(w) if i in NUMERIC else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(padded).rstrip()
+
+    commit = (results.get("commit") or "unknown")[:10]
+    if results.get("dirty"):
+        commit += " + uncommitted changes in bulkload/"
+    kind = "QUICK (256 MiB)" if results["quick"] else "full"
+    lines = [
+        f"bulkload benchmarks  {results['started_at']}  commit {commit}",
+        f"{results['cores']} cores, Python {results['python']}; {kind} run in "
+        f"{results['duration_s']:.0f} s, best of {results['repeat']}; MB = 10^6 bytes; "
+        "sink: emulator --discard-bodies in its own process",
+    ]
+    load = results.get("load_average")
+    if load is not None and load > 0.5 * results["cores"]:
+        lines.append(f"note: load average {load:.1f} at the start: other work may skew these")
+    if results.get("bulkload_args"):
+        lines.append(f"bulkload options: {' '.join(results['bulkload_args'])}")
+    lines += ["", line(COLUMNS), "  ".join("-" * w for w in widths)]
+    previous = None
+    for row in cells:
+        if previous is not None and row[0] != previous:
+            lines.append("")
+        lines.append(line(row))
+        previous = row[0]
+    return "\n".join(lines)
+
+
+def save(results: dict[str, Any]) -> Path:
+    """``bench-results/bench-<UTC time>.json`` and a copy as ``latest.json``."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    doc = json.dumps(results, indent=2, default=str) + "\n"
+    path = RESULTS_DIR / f"bench-{stamp}.json"
+    path.write_text(doc)
+    (RESULTS_DIR / "latest.json").write_text(doc)
+    return path

@@ -1,0 +1,247 @@
+"""``make bench``: every benchmark in one run, one table, saved as JSON.
+
+    python -m benchmarks.run [--quick] [--stage STAGE ...] [--dataset NAME ...]
+                             [--repeat N] [--bulkload-args "--workers 2"] [--no-save]
+
+``BENCH_QUICK=1`` is ``--quick``: 256 MiB instead of 1 GiB, one run per measurement, no
+4 GiB run, no chart. Stages: ``ceilings`` (read, validate, upload with curl), ``naive``,
+``bulkload``, ``memory`` (1 GiB and 4 GiB at default settings), ``chart`` (the
+concurrency × shard size sweep), ``help``. ``benchmarks/README.md`` says what each row
+means.
+
+The emulator runs once, in its own process, as a sink (``--discard-bodies``). Every
+measured process has a time limit; a stage that fails is shown in the table as an error
+and the run goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import platform
+import shlex
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ._common import RESULTS_DIR, EmulatorProcess, GiB, best_of, git_info, log, mb
+from ._report import evaluate, ok, render, save, upload_ceiling, validation_ceiling
+from .bench_load import chart, help_time, run_bulkload, sweep
+from .bench_upload import curl_ceiling, naive_baseline
+from .datasets import Dataset, products, products_4gib, standard
+
+STAGES = ("ceilings", "naive", "bulkload", "memory", "chart", "help")
+DATASETS = ("products", "files", "big")
+
+
+def attempt(results: dict[str, Any], key: str, fn: Callable[[], Any]) -> Any:
+    """``results[key] = fn()``, or ``{"error": ...}`` when it raises; the value."""
+    try:
+        results[key] = fn()
+    except Exception as exc:
+        log(f"  {key} failed: {exc}")
+        log(traceback.format_exc(limit=3))
+        results[key] = {"error": f"{type(exc).__name__}: {exc}"}
+    return results[key]
+
+
+def repeated(repeat: int, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The fastest of ``repeat`` runs of ``fn`` (``_common.best_of``)."""
+    return best_of([fn() for _ in range(repeat)])
+
+
+def ceilings(dataset: Dataset, sink: EmulatorProcess, repeat: int) -> dict[str, Any]:
+    """Read, validate (bulkload's own validation code in 1 process, and on all cores over
+    byte ranges, from ``bench_validate``) and upload (curl) ceilings of ``dataset``."""
+    out: dict[str, Any] = {}
+    workers = os.cpu_count() or 1
+
+    def measure_all() -> dict[str, Any]:
+        # Imported here: bench_validate calls bulkload's internals, which may change
+        # under it; then only these rows fail.
+        from bulkload._sources import resolve_inputs
+        from bulkload._validate import ValidateOptions
+
+        from . import bench_validate as bv
+
+        sources = resolve_inputs(dataset.inputs)
+        stages: dict[str, tuple[str, Callable[[], int]]] = {
+            "read": ("read, raw", lambda: bv.read_raw(dataset.files)),
+            "read_lines": ("read, iter_chunks", lambda: bv.read_only(sources)),
+            "validate_1": (
+                "validate, 1 proc",
+                lambda: bv.validate_here(sources, ValidateOptions()),
+            ),
+            "validate_all": (
+                f"validate, {workers} procs",
+                lambda: bv.validate_pool_ranges(sources, workers),
+            ),
+        }
+        found: dict[str, Any] = {}
+        with contextlib.redirect_stdout(sys.stderr):  # its progress lines
+            bv.read_raw(dataset.files)  # into the page cache: every stage reads memory
+            for key, (label, fn) in stages.items():
+                found[key] = repeated(repeat, functools.partial(bv.measure, label, fn))
+        for key in ("validate_1", "validate_all"):
+            found[key]["records_s"] = dataset.lines / (dataset.bytes / (found[key]["mb_s"] * 1e6))
+        found["validate_all"]["workers"] = workers
+        return found
+
+    found = attempt(out, "validation", measure_all)
+    del out["validation"]
+    for key in ("read", "read_lines", "validate_1", "validate_all"):
+        out[key] = found[key] if ok(found) else found
+    attempt(out, "upload", lambda: repeated(repeat, lambda: curl_ceiling(sink, dataset)))
+    return out
+
+
+class Bench:
+    """One ``make bench`` run: the sink, the datasets, and the results dict it fills."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.quick: bool = args.quick
+        self.stages: list[str] = args.stage or [
+            s for s in STAGES if not (self.quick and s in ("memory", "chart"))
+        ]
+        self.names: list[str] = args.dataset or list(DATASETS)
+        self.extra = shlex.split(args.bulkload_args)
+        self.repeat: int = args.repeat or (1 if self.quick else 2)
+        self.git = git_info()
+        self.results: dict[str, Any] = {
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **self.git,
+            "cores": os.cpu_count(),
+            # Other work on the machine skews every number; 1-minute load at the start.
+            "load_average": os.getloadavg()[0],
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "quick": self.quick,
+            "stages": self.stages,
+            "repeat": self.repeat,
+            "bulkload_args": self.extra,
+            "sink": "python -m bulkload.emulator --discard-bodies, in its own process",
+            "datasets": {},
+        }
+
+    def run(self) -> dict[str, Any]:
+        started = time.monotonic()
+        sets = standard(self.quick)
+        with EmulatorProcess() as sink:
+            self.results["sink_idle_rss_mb"] = mb(sink.rss())
+            for name in self.names:
+                self.dataset(sink, sets[name])
+            if "memory" in self.stages:
+                self.memory(sink, sets["products"] if not self.quick else products(GiB))
+            if "chart" in self.stages:
+                self.chart(sink, sets["products"])
+        if "help" in self.stages:
+            log("== bulkload --help ...")
+            attempt(self.results, "help", help_time)
+        self.results["duration_s"] = time.monotonic() - started
+        self.results["targets"] = evaluate(self.results)
+        self.results["table"] = render(self.results)
+        return self.results
+
+    def dataset(self, sink: EmulatorProcess, ds: Dataset) -> None:
+        log(f"== {ds.name}: {ds.description} ({mb(ds.bytes):,.0f} MB, {ds.lines:,} lines)")
+        result: dict[str, Any] = ds.as_json()
+        self.results["datasets"][ds.name] = result
+        if "ceilings" in self.stages:
+            log("  ceilings ...")
+            result["ceilings"] = ceilings(ds, sink, self.repeat)
+        if "naive" in self.stages:
+            log("  naive loader ...")
+            attempt(
+                result, "naive", lambda: repeated(self.repeat, lambda: naive_baseline(sink, ds))
+            )
+        if "bulkload" in self.stages:
+            log("  bulkload end to end ...")
+            attempt(
+                result,
+                "bulkload",
+                lambda: repeated(self.repeat, lambda: run_bulkload(sink, ds, self.extra)),
+            )
+            log("  bulkload --dry-run ...")
+            dry = [*self.extra, "--dry-run"]
+            attempt(
+                result,
+                "bulkload_dry",
+                lambda: repeated(self.repeat, lambda: run_bulkload(sink, ds, dry)),
+            )
+
+    def memory(self, sink: EmulatorProcess, one_gib: Dataset) -> None:
+        """Peak RSS at default settings for 1 GiB and 4 GiB of the same kind of records."""
+        memory: dict[str, Any] = {}
+        self.results["memory"] = memory
+        done = self.results["datasets"].get(one_gib.name, {}).get("bulkload")
+        if ok(done) and not self.extra:
+            memory["1GiB"] = done  # the end-to-end run above was this one
+        else:
+            log(f"== memory: {one_gib.name} at default settings ...")
+            attempt(memory, "1GiB", lambda: run_bulkload(sink, one_gib))
+        log("== memory: products-4GiB at default settings ...")
+        attempt(memory, "4GiB", lambda: run_bulkload(sink, products_4gib(one_gib.files[0])))
+
+    def chart(self, sink: EmulatorProcess, ds: Dataset) -> None:
+        log(f"== chart: {ds.name}, --concurrency × --shard-size ...")
+        points = sweep(sink, ds, args=self.extra, repeat=self.repeat)
+        self.results["sweep"] = points
+        ref = self.results["datasets"].get(ds.name, {})
+        lines = {
+            "validate ceiling": validation_ceiling(ref.get("ceilings", {})),
+            "upload ceiling (curl)": upload_ceiling(ref.get("ceilings", {})),
+            "naive loader": ref["naive"]["mb_s"] if ok(ref.get("naive")) else None,
+        }
+        commit = (self.git["commit"] or "?")[:10] + ("+dirty" if self.git["dirty"] else "")
+        title = (
+            f"bulkload on {ds.name} ({mb(ds.bytes):,.0f} MB) into the sink, best of "
+            f"{self.repeat}; {os.cpu_count()} cores, {commit}"
+        )
+        path = RESULTS_DIR / "throughput.png"
+        attempt(self.results, "chart", lambda: str(chart(points, path, title, lines)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("BENCH_QUICK", "") not in ("", "0"),
+        help="256 MiB instead of 1 GiB, one run each; no 4 GiB run, no chart (BENCH_QUICK=1)",
+    )
+    parser.add_argument(
+        "--stage", action="append", choices=STAGES, help="only this stage (repeatable)"
+    )
+    parser.add_argument(
+        "--dataset", action="append", choices=DATASETS, help="only this dataset (repeatable)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs per measurement, the fastest kept (default 2; 1 with --quick); "
+        "the 4 GiB memory run runs once",
+    )
+    parser.add_argument(
+        "--bulkload-args",
+        default="",
+        help="more options for every bulkload run, e.g. '--workers 2'",
+    )
+    parser.add_argument("--no-save", action="store_true", help="print the table only")
+    results = Bench(parser.parse_args(argv)).run()
+    print(results["table"])
+    if not parser.parse_args(argv).no_save:
+        path = save(results)
+        print(f"\nsaved {path} (and latest.json)")
+    if isinstance(results.get("chart"), str):
+        print(f"chart {results['chart']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
