@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from ._errors import (
         UsageError as UsageError,
     )
+    from ._partition import merge_manifests as merge_manifests
+    from ._partition import partition_inputs as partition_inputs
     from ._pipeline import Loader as Loader
     from ._pipeline import LoadResult as LoadResult
     from ._pipeline import load as load
@@ -60,6 +62,8 @@ _WHERE = {
     "TooManyRejectsError": "._errors",
     "UploadError": "._errors",
     "UsageError": "._errors",
+    "merge_manifests": "._partition",
+    "partition_inputs": "._partition",
     "Loader": "._pipeline",
     "LoadResult": "._pipeline",
     "load": "._pipeline",

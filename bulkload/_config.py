@@ -34,6 +34,21 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def parse_partition(text: str) -> tuple[int, int]:
+    """``"1/4"`` → ``(1, 4)``: worker 1 (counting from 0) of 4."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if m is None:
+        raise ConfigError(
+            f"cannot read {text!r} as a partition; write I/N, e.g. 0/4 (I counts from 0)"
+        )
+    index, count = int(m.group(1)), int(m.group(2))
+    if count < 1 or index >= count:
+        raise ConfigError(
+            f"partition {text!r}: I must be between 0 and N-1 (I counts from 0), N at least 1"
+        )
+    return index, count
+
+
 def parse_rate(text: str) -> float:
     """``"50MB/s"`` → 5e7 bytes per second (the ``/s`` is optional)."""
     body = text.strip()
@@ -87,6 +102,9 @@ class LoadConfig:
     restart: bool = False
     grace: float = 30.0
     ca_bundle: Path | None = None
+    #: ``(index, count)``: load only worker ``index``'s share (0-based) of the inputs split
+    #: ``count`` ways by size (see ``partition_inputs``); None loads every input.
+    partition: tuple[int, int] | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -119,6 +137,12 @@ class LoadConfig:
             raise ConfigError(f"block size must be >= 64 KiB, got {self.block_size}")
         if self.grace < 0:
             raise ConfigError(f"grace must be >= 0 seconds, got {self.grace}")
+        if self.partition is not None:
+            index, count = self.partition
+            if count < 1 or not 0 <= index < count:
+                raise ConfigError(
+                    f"partition must be I/N with 0 <= I < N (I counts from 0), got {index}/{count}"
+                )
 
     @property
     def effective_queue_depth(self) -> int:

@@ -29,8 +29,9 @@ from ._config import DEFAULT_BASE_URL
 from ._errors import ApiError, BulkloadError, ConfigError, StateError
 from ._http import TRANSIENT_ERRORS, Secret, describe_exception, make_session, redact_url
 from ._manifest import RunState
+from ._remote import is_url, reopen
 from ._retry import RetryPolicy
-from ._sources import Source, iter_chunks
+from ._sources import Source, format_of, iter_chunks
 from ._throttle import api_rate
 from ._validate import ValidateOptions, validate_chunk
 
@@ -393,6 +394,12 @@ class Follower:
                         "request_id": entry.request_id,
                         "error_summary": proc.get("error_summary"),
                         "sources": entry.sources,
+                        # In a merged manifest: which worker's run, and its own shard number.
+                        **{
+                            k: v
+                            for k, v in (entry.extra or {}).items()
+                            if k in ("partition", "original_index", "work_dir")
+                        },
                     }
                 )
             else:
@@ -482,17 +489,25 @@ class _SourceCursor:
         self._open: dict[str, tuple[Iterator[tuple[str, int]], list[tuple[str, int]]]] = {}
 
     def take(self, path: str, first: int, last: int) -> list[tuple[str, int]] | None:
-        if path in ("-", "<records>") or not Path(path).exists():
+        if path in ("-", "<records>"):
             return None
         if path not in self._open:
             info = self._inputs.get(path, {})
-            source = Source(
-                display=path,
-                path=Path(path),
-                compression=info.get("compression"),
-                size=None,
-                mtime_ns=None,
-            )
+            if is_url(path):
+                source = reopen(path, info)
+                if source is None:
+                    return None
+            elif not Path(path).exists():
+                return None
+            else:
+                source = Source(
+                    display=path,
+                    path=Path(path),
+                    compression=info.get("compression"),
+                    size=None,
+                    mtime_ns=None,
+                    format=info.get("format") or format_of(path),
+                )
             self._open[path] = (self._records(source), [])
         it, buffered = self._open[path]
         out: list[tuple[str, int]] = []

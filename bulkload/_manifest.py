@@ -39,6 +39,54 @@ DUPLICATES = "duplicates.jsonl"
 SHARDS_DIR = "shards"
 STATE_DIR = "state"
 JOURNAL = "journal.jsonl"
+LOCK = "lock"
+
+#: What ``RunState.manifest`` writes: anything else in a bare manifest is kept as it was.
+_MANIFEST_KEYS = frozenset(
+    {
+        "tool", "version", "namespace", "base_url", "work_dir", "inputs", "partition",
+        "options", "started_at", "finished_at", "runs", "dry_run", "shards", "totals",
+    }
+)  # fmt: skip
+_SHARD_KEYS = frozenset(
+    {
+        "index", "request_id", "status", "records", "bytes", "md5", "sources", "object_key",
+        "attempts", "etag", "error", "abandoned_request_ids", "uploaded_at",
+        "processing_status", "data_count", "error_summary", "results_file",
+    }
+)  # fmt: skip
+
+
+def lock_work_dir(work_dir: Path) -> int | None:
+    """Hold ``WORK_DIR/state/lock`` for a run: a second run in the same work dir (two
+    workers given one ``--work-dir``, a task rerun while the first is still alive) would
+    interleave two journals. The lock goes with the file descriptor, so a killed run
+    leaves none behind. Returns the descriptor to pass to ``unlock_work_dir``."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, no check
+        return None
+    state = work_dir / STATE_DIR
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(state / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise StateError(
+            f"{work_dir} is in use by another bulkload run{who}; let it finish, or give "
+            "this run its own --work-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def unlock_work_dir(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
 
 
 def now_iso() -> str:
@@ -90,6 +138,9 @@ class ShardEntry:
     upload_url: str | None = field(default=None, repr=False)
     expires_at: str | None = None
     processing: dict[str, Any] | None = None
+    #: Keys of a bare manifest that a run does not write (``partition``, ``original_index``
+    #: and ``work_dir`` of a merged manifest), kept so that ``status``/``wait`` keep them.
+    extra: dict[str, Any] | None = None
 
     def ticket(self) -> ImportTicket | None:
         if self.request_id is None or self.upload_url is None:
@@ -117,6 +168,8 @@ class ShardEntry:
             "abandoned_request_ids": self.abandoned_request_ids,
             "uploaded_at": self.uploaded_at,
         }
+        if self.extra is not None:
+            doc.update(self.extra)
         if self.processing is not None:
             doc.update(self.processing)
         return doc
@@ -136,6 +189,8 @@ class RunState:
         self.totals: dict[str, int] = {}
         self.finished_at: str | None = None
         self.runs = 0
+        #: Top-level keys of a bare manifest that a run does not write (``merged_from``).
+        self.extra: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._journal: Any = None
         self._last_manifest = 0.0
@@ -166,9 +221,11 @@ class RunState:
         doc = load_manifest(manifest)
         state.run = {
             k: doc[k]
-            for k in ("namespace", "base_url", "inputs", "options", "started_at")
+            for k in ("namespace", "base_url", "inputs", "options", "started_at", "partition")
             if doc.get(k) is not None
         }
+        state.runs = int(doc.get("runs") or 0)
+        state.extra = {k: v for k, v in doc.items() if k not in _MANIFEST_KEYS}
         state.totals = {
             k: v
             for k, v in doc.get("totals", {}).items()
@@ -191,6 +248,7 @@ class RunState:
                 if k in s
             }
             entry.processing = proc or None
+            entry.extra = {k: v for k, v in s.items() if k not in _SHARD_KEYS} or None
             state.shards[entry.index] = entry
         state._journal_optional = True
         return state
@@ -312,11 +370,13 @@ class RunState:
             "base_url": self.run.get("base_url"),
             "work_dir": str(self.work_dir),
             "inputs": self.run.get("inputs", []),
+            **({"partition": self.run["partition"]} if self.run.get("partition") else {}),
             "options": self.run.get("options", {}),
             "started_at": self.run.get("started_at"),
             "finished_at": self.finished_at,
             "runs": self.runs,
             "dry_run": bool(self.run.get("options", {}).get("dry_run", False)),
+            **self.extra,
             "shards": shards,
             "totals": totals,
         }

@@ -35,7 +35,8 @@ from ._config import DEFAULT_BASE_URL, LoadConfig
 from ._deliver import Deliverer, remove_shard_file
 from ._errors import BulkloadError, ConfigError, StateError, UsageError
 from ._http import Secret, is_loopback_host, make_session
-from ._manifest import SHARDS_DIR, RunState, now_iso
+from ._manifest import SHARDS_DIR, RunState, lock_work_dir, now_iso, unlock_work_dir
+from ._partition import partition_inputs, partition_record
 from ._progress import Progress, Stats
 from ._reader import Reader, Stop
 from ._retry import RetryPolicy
@@ -121,6 +122,7 @@ class Loader:
         work_dir: str | os.PathLike[str] | None = None,
         config: LoadConfig | None = None,
         on_progress: Callable[[Progress], None] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> None:
         if not namespace or not all(c.isalnum() or c in "_-" for c in namespace):
@@ -136,8 +138,16 @@ class Loader:
             raise ConfigError(
                 "no API key: set SAFETYKIT_API_KEY or use --api-key-file (or --dry-run)"
             )
-        self.work_dir = Path(work_dir) if work_dir is not None else Path(f"bulkload-{namespace}")
+        if work_dir is None:
+            part = self.config.partition
+            # Workers of one machine must not share a work dir: each gets its own by default.
+            suffix = f"-part-{part[0]}-of-{part[1]}" if part is not None else ""
+            work_dir = f"bulkload-{namespace}{suffix}"
+        self.work_dir = Path(work_dir)
         self.on_progress = on_progress
+        #: For remote INPUTs: fsspec file system options (credentials, endpoint); never
+        #: written to the manifest.
+        self.storage_options = dict(storage_options or {})
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._stop = threading.Event()
@@ -188,8 +198,14 @@ class Loader:
         specs = [os.fspath(i) for i in inputs]
         if not specs:
             raise ConfigError("no inputs: give at least one file, directory, glob or -")
-        sources = await asyncio.to_thread(resolve_inputs, specs)
-        return await _Run(self, sources).execute()
+        sources = await asyncio.to_thread(
+            resolve_inputs, specs, storage_options=self.storage_options
+        )
+        part = self.config.partition
+        if part is None:
+            return await _Run(self, sources).execute()
+        share = partition_inputs(sources, *part)
+        return await _Run(self, share, partition=partition_record(sources, *part)).execute()
 
     async def load_records(
         self, records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]]
@@ -198,9 +214,12 @@ class Loader:
 
         Each record is serialized with orjson; its origin in manifest and rejects is
         ``<records>`` and its 1-based position. A rerun resumes when the iterable yields
-        the same records again.
+        the same records again. With ``config.partition`` set, the manifest records which
+        partition of a larger set of records this is (as ``bulkload.dask`` does).
         """
-        return await _Run(self, []).execute(records)
+        part = self.config.partition
+        partition = partition_record([], *part) if part is not None else None
+        return await _Run(self, [], partition=partition).execute(records)
 
     # -- used by _Run ----------------------------------------------------------------------
 
@@ -224,18 +243,24 @@ class Loader:
 class _Run:
     """One execution of a load: the state shared by the reader thread and the upload tasks."""
 
-    def __init__(self, loader: Loader, sources: list[Source]) -> None:
+    def __init__(
+        self, loader: Loader, sources: list[Source], partition: dict[str, Any] | None = None
+    ) -> None:
         self.loader = loader
         self.cfg = loader.config
         self.sources = sources
+        self.partition = partition
         self.stats = Stats(started=time.monotonic())
-        if sources and all(s.size is not None and s.compression is None for s in sources):
+        if sources and all(
+            s.size is not None and s.compression is None and s.format == "jsonl" for s in sources
+        ):
             self.stats.bytes_total = sum(s.size or 0 for s in sources)
         self.state = RunState(loader.work_dir)  # replayed from the journal in _begin
         self.shard_dir = loader.work_dir / SHARDS_DIR
         self.reader = Reader(self.cfg, self.stats, loader.work_dir, loader._stop)
         self.queue: asyncio.Queue[ShardInfo | None] = asyncio.Queue(self.cfg.effective_queue_depth)
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._lock: int | None = None  # the work dir's lock, held from _begin to _end
 
     # -- set-up and tear-down ----------------------------------------------------------------
 
@@ -247,11 +272,12 @@ class _Run:
             "base_url": self.loader.base_url,
             "inputs": [
                 {"path": s.display, "size": s.size, "mtime_ns": s.mtime_ns,
-                 "compression": s.compression}
+                 "compression": s.compression, "format": s.format}
                 for s in self.sources
             ],
             "options": options,
             "started_at": now_iso(),
+            **({"partition": self.partition} if self.partition is not None else {}),
         }  # fmt: skip
 
     def _check_resume(self, identity: dict[str, Any]) -> None:
@@ -293,12 +319,19 @@ class _Run:
         self.state = RunState(work)
 
     def _begin(self) -> None:
-        self.state = RunState.open(self.loader.work_dir)
-        identity = self._run_identity()
-        self._check_resume(identity)
-        self.state.start(identity)
-        self.shard_dir.mkdir(parents=True, exist_ok=True)
-        self.reader.open()
+        self._lock = lock_work_dir(self.loader.work_dir)
+        try:
+            self.state = RunState.open(self.loader.work_dir)
+            identity = self._run_identity()
+            self._check_resume(identity)
+            self.state.start(identity)
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+            self.reader.open()
+        except BaseException:
+            self.state.close()
+            unlock_work_dir(self._lock)
+            self._lock = None
+            raise
 
     def _end(self, *, finished: bool) -> None:
         """Close the run: totals into the journal (a finished run only) and the manifest."""
@@ -313,6 +346,8 @@ class _Run:
             self.state.totals = totals
         self.state.write_manifest(force=True)
         self.state.close()
+        unlock_work_dir(self._lock)
+        self._lock = None
 
     # -- the run ------------------------------------------------------------------------------
 

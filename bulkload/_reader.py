@@ -92,7 +92,12 @@ class Reader:
         writer = self._writer()
         try:
             for source in sources:
-                in_place = zero_copy and source.path is not None and not source.compression
+                in_place = (
+                    zero_copy
+                    and source.path is not None
+                    and not source.compression
+                    and source.format == "jsonl"
+                )
                 for chunk, result in self._validated(source):
                     # A block the validator passed through unchanged (the same bytes object)
                     # is sent from the input file itself: see _shard.
@@ -120,7 +125,8 @@ class Reader:
             for chunk in chunks:
                 if self.stop.is_set():
                     raise Stop
-                yield chunk, validate_chunk(chunk.data, chunk.first_line, self.vopts)
+                result = validate_chunk(chunk.data, chunk.first_line, self.vopts)
+                yield chunk, _with_source_rejects(chunk, result)
             return
         # Blocks spread over worker processes, results in input order, at most 2 blocks
         # per worker in flight (bounded memory). Shipping 8 MiB blocks to a worker and back
@@ -135,10 +141,10 @@ class Reader:
                 window.append((chunk, future))
                 if len(window) >= 2 * self.cfg.workers:
                     done, fut = window.popleft()
-                    yield done, fut.result()
+                    yield done, _with_source_rejects(done, fut.result())
             while window:
                 done, fut = window.popleft()
-                yield done, fut.result()
+                yield done, _with_source_rejects(done, fut.result())
 
     def take(
         self,
@@ -223,6 +229,15 @@ class Reader:
         except BaseException:
             writer.abort()
             raise
+
+
+def _with_source_rejects(chunk: Chunk, result: ChunkResult) -> ChunkResult:
+    """Put back the lines the source itself rejected (a CSV row with too many fields):
+    each held its place as a blank line, which the validator counted as blank."""
+    if chunk.rejects:
+        result.blank -= len(chunk.rejects)
+        result.rejects = sorted([*result.rejects, *chunk.rejects], key=lambda r: r.line)
+    return result
 
 
 async def _aiter(

@@ -18,19 +18,25 @@ import re
 import stat
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Protocol, cast
 
 import zstandard
 
 from ._config import KiB, MiB
 from ._errors import SourceError
+from ._remote import is_url, open_remote, remote_sources
+from ._validate import Reject
 
 #: What a directory INPUT contributes: JSON lines files, optionally compressed. ``.json``
 #: is included because Spark and many exporters write JSON lines under that name.
 _JSONL_NAME = re.compile(r"\.(?:jsonl|ndjson|json)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE)
+#: Tabular inputs, by the suffix before any compression suffix: each row becomes one line.
+_FORMAT_BY_SUFFIX = {".parquet": "parquet", ".csv": "csv"}
+#: Directories contribute JSONL files only (the contract); these are named in a hint.
+_TABULAR_NAME = re.compile(r"\.(?:parquet|csv(?:\.(?:gz|bz2|xz|zst))?)$", re.IGNORECASE)
 _COMPRESSION_BY_SUFFIX = {".gz": "gz", ".bz2": "bz2", ".xz": "xz", ".zst": "zst"}
 _CODEC_NAME = {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "zst": "zstd"}
 _BOM = b"\xef\xbb\xbf"
@@ -65,6 +71,12 @@ class Source:
     compression: str | None
     size: int | None
     mtime_ns: int | None
+    #: ``jsonl``, ``parquet`` or ``csv`` (by suffix); only JSONL is ever sent zero-copy.
+    format: str = "jsonl"
+    #: A remote input (``s3://…``): the URL to read and its fsspec file system; ``path`` is
+    #: then None, as for stdin.
+    url: str | None = None
+    fs: Any = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +87,9 @@ class Chunk:
     data: bytes
     first_line: int
     offset: int
+    #: Lines judged while reading (a CSV row with the wrong number of fields): each one's
+    #: place in ``data`` is a blank line, so later lines keep their numbers.
+    rejects: tuple[Reject, ...] = ()
 
 
 def compression_of(name: str) -> str | None:
@@ -82,17 +97,27 @@ def compression_of(name: str) -> str | None:
     return _COMPRESSION_BY_SUFFIX.get(os.path.splitext(name)[1].lower())
 
 
-def resolve_inputs(specs: Sequence[str]) -> list[Source]:
+def format_of(name: str) -> str:
+    """``parquet``, ``csv`` or ``jsonl``, from the suffix (before a compression suffix)."""
+    base = name[: -len(os.path.splitext(name)[1])] if compression_of(name) else name
+    return _FORMAT_BY_SUFFIX.get(os.path.splitext(base)[1].lower(), "jsonl")
+
+
+def resolve_inputs(
+    specs: Sequence[str], *, storage_options: Mapping[str, Any] | None = None
+) -> list[Source]:
     """Expand INPUTs into sources, in the order given; directories and globs sorted.
 
-    Raises SourceError for a missing path, an unreadable file, a directory without JSONL
-    files, a pattern matching nothing, ``-`` given twice, or one file named twice (it would
-    be uploaded twice).
+    ``scheme://`` INPUTs (``s3://``, ``gs://``, ``https://`` …) are read through fsspec,
+    with ``storage_options`` for its file system. Raises SourceError for a missing path,
+    an unreadable file, a directory without JSONL files, a pattern matching nothing, ``-``
+    given twice, or one file named twice (it would be uploaded twice).
     """
     if not specs:
         raise SourceError("no INPUT given; name files, directories, glob patterns or -")
     sources: list[Source] = []
     seen: dict[tuple[int, int], str] = {}  # (device, inode) -> display, to catch repeats
+    urls: set[str] = set()
     stdin_seen = False
     for spec in specs:
         if spec == "-":
@@ -100,6 +125,17 @@ def resolve_inputs(specs: Sequence[str]) -> list[Source]:
                 raise SourceError("standard input (-) can be given only once", path="-")
             stdin_seen = True
             sources.append(Source("-", None, None, None, None))
+            continue
+        if is_url(spec):
+            for source in remote_sources(spec, storage_options):
+                if source.url in urls:
+                    raise SourceError(
+                        f"{source.display} is named twice; it would be uploaded twice. "
+                        "Name each object once.",
+                        path=source.display,
+                    )
+                urls.add(source.url or "")
+                sources.append(source)
             continue
         for display in _expand(spec):
             source, key = _stat_source(display)
@@ -120,10 +156,17 @@ def _expand(spec: str) -> list[str]:
     if os.path.isdir(spec):
         files = _jsonl_files(spec)
         if not files:
+            tabular = _jsonl_files(spec, _TABULAR_NAME)
+            hint = (
+                f"; it holds {len(tabular)} Parquet/CSV file(s): name them with a glob "
+                f"such as '{os.path.join(spec, '**', '*' + os.path.splitext(tabular[0])[1])}'"
+                if tabular
+                else ""
+            )
             raise SourceError(
                 f"{spec}: no JSONL files in this directory (looked recursively for *.jsonl, "
                 "*.ndjson and *.json, optionally .gz/.bz2/.xz/.zst; hidden files are "
-                "skipped); name the files or a glob pattern instead",
+                f"skipped){hint or '; name the files or a glob pattern instead'}",
                 path=spec,
             )
         return files
@@ -144,8 +187,9 @@ def _expand(spec: str) -> list[str]:
     return list(found)
 
 
-def _jsonl_files(directory: str) -> list[str]:
-    """JSONL files under ``directory``, recursively, sorted by path; hidden ones skipped."""
+def _jsonl_files(directory: str, names: re.Pattern[str] = _JSONL_NAME) -> list[str]:
+    """JSONL files (or others, by ``names``) under ``directory``, recursively, sorted by
+    path; hidden ones skipped."""
 
     def fail(exc: OSError) -> None:
         raise SourceError(
@@ -159,7 +203,7 @@ def _jsonl_files(directory: str) -> list[str]:
         rel = os.path.relpath(root, directory)
         parts = () if rel == os.curdir else tuple(rel.split(os.sep))
         for name in files:
-            if not name.startswith(".") and _JSONL_NAME.search(name):
+            if not name.startswith(".") and names.search(name):
                 # Sort by path components, so that "a/b/x" and "a-c/y" order by directory.
                 found.append(((*parts, name), os.path.join(directory, *parts, name)))
     found.sort()
@@ -186,8 +230,19 @@ def _stat_source(display: str) -> tuple[Source, tuple[int, int]]:
         # A FIFO such as <(zcat x.gz) has no meaningful size.
         size=st.st_size if regular else None,
         mtime_ns=st.st_mtime_ns if regular else None,
+        format=format_of(display),
     )
+    _check_format(source)
     return source, (st.st_dev, st.st_ino)
+
+
+def _check_format(source: Source) -> None:
+    if source.format == "parquet" and source.compression is not None:
+        raise SourceError(
+            f"{source.display}: Parquet files are compressed inside; bulkload reads them "
+            "only uncompressed (decompress it and drop the suffix)",
+            path=source.display,
+        )
 
 
 class _Readable(Protocol):
@@ -283,12 +338,12 @@ def _check_text_head(source: Source, head: bytes) -> None:
     if kind is None:
         return
     where = source.display
-    name = "standard input" if source.path is None else where
+    name = "standard input" if source.path is None and source.url is None else where
     if kind in _CODEC_NAME:
         if source.compression is not None:
             advice = f"it looks {_CODEC_NAME[kind]}-compressed twice; decompress it once first"
             raise SourceError(f"{name}: after decompression {advice}", path=where)
-        if source.path is None:
+        if source.path is None and source.url is None:
             advice = f"decompress it first, or pass the file by name ending in .{kind}"
         else:
             advice = f"name it {_renamed(where, None, kind)}"
@@ -296,8 +351,9 @@ def _check_text_head(source: Source, head: bytes) -> None:
     message = {
         "zip": "is a zip archive, not JSONL; unzip it and pass the JSONL files inside",
         "tar": "is a tar archive, not JSONL; extract it and pass the JSONL files inside",
-        "parquet": "is a Parquet file, not JSONL; convert it to JSON lines first "
-        "(e.g. DuckDB: COPY (FROM 'x.parquet') TO 'x.jsonl')",
+        "parquet": "is a Parquet file, not JSONL; name it "
+        f"{os.path.splitext(_renamed(where, source.compression, 'x')[:-2])[0]}.parquet to load it "
+        "as Parquet (needs pip install 'bulkload[parquet]')",
         "utf16": "is UTF-16 encoded; bulkload reads UTF-8: convert it first "
         "(e.g. iconv -f UTF-16 -t UTF-8)",
     }[kind]
@@ -343,27 +399,57 @@ def iter_chunks(
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     limit = max_line_bytes
-    if source.path is None:
+    if source.url is not None:
+        raw = open_remote(source)
+    elif source.path is None:
         # typeshed calls it BinaryIO, which omits readinto; it is a BufferedReader.
         stdin = sys.stdin.buffer
         yield from _chunks(source, stdin, cast(_Readable, stdin), block_size, limit)
         return
+    else:
+        try:
+            raw = open(source.path, "rb")  # noqa: SIM115 -- closed in the finally below
+        except OSError as exc:
+            raise SourceError(
+                f"{source.display}: cannot open it: {exc.strerror}", path=source.display
+            ) from exc
     try:
-        raw = open(source.path, "rb")  # noqa: SIM115 -- closed in the finally below
-    except OSError as exc:
-        raise SourceError(
-            f"{source.display}: cannot open it: {exc.strerror}", path=source.display
-        ) from exc
-    try:
+        if source.format == "parquet":
+            from ._tabular import parquet_chunks
+
+            yield from parquet_chunks(source, raw, block_size)
+            return
         if source.compression is not None:
             try:
                 head = raw.peek(_HEAD)[:_HEAD]
             except OSError as exc:
                 raise _read_error(source, raw, exc, 0, 1) from exc
             _check_compressed_head(source, head)
+        if source.format == "csv":
+            if source.compression is None:
+                try:
+                    _check_text_head(source, raw.peek(_HEAD)[:_HEAD])
+                except OSError as exc:
+                    raise _read_error(source, raw, exc, 0, 1) from exc
+            yield from _csv(source, raw, block_size, limit)
+            return
         yield from _chunks(source, raw, _open(source, raw), block_size, limit)
     finally:
         raw.close()
+
+
+def _csv(source: Source, raw: BinaryIO, block_size: int, limit: int | None) -> Iterator[Chunk]:
+    from ._tabular import csv_chunks
+
+    line = 1
+    offset = 0
+    try:
+        for chunk in csv_chunks(source, _open(source, raw), block_size, limit):
+            yield chunk
+            line = chunk.first_line + _count_newlines(chunk.data)
+            offset += len(chunk.data)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
+        raise _read_error(source, raw, exc, offset, line) from exc
 
 
 def _count_newlines(data: bytes) -> int:
@@ -377,7 +463,12 @@ def _chunks(
 ) -> Iterator[Chunk]:
     # One reusable read buffer: a fresh 8 MiB bytes object per read costs page faults (see
     # PERF-NOTES); the carried tail of a cut line is moved to its front.
-    buf = bytearray(max(block_size, _HEAD))  # the first read sees the whole file header
+    size = block_size
+    if source.size is not None and source.compression is None:
+        # A small file gets a buffer its size (+1 to see EOF): zeroing a fresh 8 MiB buffer
+        # per 64 KiB file cost more than reading it. It grows if the file grew meanwhile.
+        size = min(block_size, source.size + 1)
+    buf = bytearray(max(size, _HEAD))  # the first read sees the whole file header
     fill = 0
     offset = 0
     line = 1

@@ -21,6 +21,8 @@ def test_exported_members() -> None:
         "UsageError",
         "__version__",
         "load",
+        "merge_manifests",
+        "partition_inputs",
     ]
     for name in bulkload.__all__:
         assert getattr(bulkload, name) is not None

@@ -231,12 +231,16 @@ def test_disk_full_while_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(shard_module, "open", lambda path, mode: Full(path), raising=False)
     writer = ShardWriter(tmp_path, max_bytes=1000, max_records=100)
+
     # Small pieces are written at once, large ones one chunk behind: the error surfaces on
     # this call or the next one at the latest.
+    def feed_and_flush() -> None:
+        writer.feed("a", result_of([b'{"id":"1"}\n']))
+        writer.flush()
+
     with pytest.raises(
         DiskSpaceError, match=f"the disk filled up while writing a shard in {tmp_path}"
     ):
-        writer.feed("a", result_of([b'{"id":"1"}\n']))
-        writer.flush()
+        feed_and_flush()
     assert list(tmp_path.iterdir()) == []  # the partial file is gone
     writer.abort()  # harmless after the error

@@ -276,7 +276,7 @@ def test_other_compression_without_suffix(tmp_path: Path, kind: str) -> None:
 
 def test_parquet(tmp_path: Path) -> None:
     path = touch(tmp_path / "data.jsonl", b"PAR1\x15\x04\x15\x00\x00" + b"\x00" * 50 + b"PAR1")
-    assert "is a Parquet file, not JSONL; convert it" in read_error(path)
+    assert f"is a Parquet file, not JSONL; name it {tmp_path / 'data.parquet'}" in read_error(path)
 
 
 def test_zip_and_utf16(tmp_path: Path) -> None:
