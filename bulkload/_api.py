@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 
 from ._errors import ApiError, AuthError
-from ._http import TRANSIENT_ERRORS, Secret, describe_exception
+from ._http import TRANSIENT_ERRORS, Secret, describe_exception, tls_hint
 from ._retry import RetryPolicy, is_retryable_status, parse_retry_after
 from ._throttle import AdaptiveLimit, RateLimiter
 
@@ -148,6 +148,9 @@ class ApiClient:
                     raw = await resp.content.read(_MAX_BODY)
                     status = resp.status
                     resp_headers = resp.headers
+            except aiohttp.ClientSSLError as exc:
+                # Not worth retrying: the same certificate will be refused again.
+                raise ApiError(f"{what}: {tls_hint(self.base_url, exc)}") from exc
             except TRANSIENT_ERRORS as exc:
                 last = describe_exception(exc)
             else:

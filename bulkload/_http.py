@@ -94,5 +94,15 @@ def describe_exception(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def tls_hint(url: str, exc: BaseException) -> str:
+    """What went wrong with TLS, and the way out (a private CA is the usual cause)."""
+    host = urlsplit(url).hostname or url
+    reason = getattr(exc, "os_error", None) or exc
+    return (
+        f"the TLS connection to {host} failed ({reason}); if its certificate comes from a "
+        "private CA, pass --ca-bundle FILE (PEM), else check the host name and the clock"
+    )
+
+
 #: Failures of the transport (not answers of the server) worth another try.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientConnectionError, TimeoutError)

@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
-from ._http import TRANSIENT_ERRORS, describe_exception, redact_url
+from ._http import TRANSIENT_ERRORS, describe_exception, redact_url, tls_hint
 from ._retry import is_retryable_status, parse_retry_after
 from ._shard import Piece
 from ._throttle import RateLimiter
@@ -155,6 +155,8 @@ async def put_shard(
             etag = resp.headers.get("ETag", "")
             retry_after = parse_retry_after(resp.headers)
             retryable = is_retryable_status(status, resp.headers)
+    except aiohttp.ClientSSLError as exc:
+        raise PutFailure(f"PUT {where}: {tls_hint(url, exc)}", "fatal") from exc
     except TRANSIENT_ERRORS as exc:
         raise PutFailure(f"PUT {where}: {describe_exception(exc)}", "retry") from exc
     if status == 200:

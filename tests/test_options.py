@@ -120,3 +120,29 @@ def test_repr_never_shows_the_key() -> None:
     loader = bulkload.Loader("products", api_key="sk-very-secret", base_url="https://x.test")
     assert "sk-very-secret" not in repr(loader)
     assert "sk-very-secret" not in repr(vars(loader))
+
+
+def test_tls_is_verified_and_ca_bundle_trusts_a_private_ca(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The emulator over HTTPS with a certificate from a private CA: refused by default
+    (verification is on), accepted with --ca-bundle, and every record arrives."""
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server_ctx = __import__("ssl").create_default_context(__import__("ssl").Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    lines = [record(i) for i in range(100)]
+    src = write_lines(tmp_path / "in.jsonl", lines)
+    with EmulatorThread(api_key=API_KEY, ssl_context=server_ctx) as emu:
+        assert emu.base_url.startswith("https://")
+        argv = ["load", "products", str(src), "--quiet", "--base-url", emu.base_url,
+                "--max-retries", "0"]  # fmt: skip
+        assert cli.main([*argv, "--work-dir", str(tmp_path / "w1")]) == 1
+        err = capsys.readouterr().err
+        assert "CERTIFICATE_VERIFY_FAILED" in err and "--ca-bundle" in err, err
+        assert (
+            cli.main([*argv, "--work-dir", str(tmp_path / "w2"), "--ca-bundle", str(bundle)]) == 0
+        )
+        assert_exactly_once(emu, lines)

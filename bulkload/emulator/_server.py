@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -65,7 +66,9 @@ class Emulator:
         team_id: str = "TEAM_ID",
         shutdown_timeout: float = 0.5,
         discard_bodies: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        """``ssl_context`` serves HTTPS (and upload URLs) with it, e.g. to test private CAs."""
         if ingest_delay < 0 or url_ttl <= 0 or results_ttl <= 0:
             raise ValueError("ingest_delay must be >= 0, url_ttl and results_ttl > 0")
         self.host = host
@@ -84,6 +87,7 @@ class Emulator:
         )
         self._core = Core(settings, faults or Faults(), seed, ingest_delay)
         self._shutdown_timeout = shutdown_timeout
+        self._ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -129,7 +133,7 @@ class Emulator:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port)
+            site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -142,7 +146,8 @@ class Emulator:
         url_host = wildcard.get(self.host, self.host)
         if ":" in url_host:
             url_host = f"[{url_host}]"
-        self._core.base_url = f"http://{url_host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        self._core.base_url = f"{scheme}://{url_host}:{self.port}"
         self._runner = runner
 
     async def stop(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -53,6 +54,7 @@ class EmulatorThread:
         team_id: str = "TEAM_ID",
         shutdown_timeout: float = 0.5,
         discard_bodies: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._emulator = Emulator(
             api_key=api_key,
@@ -67,6 +69,7 @@ class EmulatorThread:
             team_id=team_id,
             shutdown_timeout=shutdown_timeout,
             discard_bodies=discard_bodies,
+            ssl_context=ssl_context,
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
