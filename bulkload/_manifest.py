@@ -18,7 +18,6 @@ PUT again to it (same requestId), failed ones are retried.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import orjson
 
 from ._api import ImportTicket, parse_time
+from ._durable import atomic_write
 from ._errors import StateError
 from ._version import __version__
 
@@ -91,31 +91,6 @@ def unlock_work_dir(fd: int | None) -> None:
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so that a reader sees the old or the new file, whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(slots=True)

@@ -22,8 +22,9 @@ from typing import Any
 
 import orjson
 
+from ._durable import atomic_write
 from ._errors import ConfigError, StateError
-from ._manifest import JOURNAL, MANIFEST, STATE_DIR, RunState, atomic_write, load_manifest
+from ._manifest import JOURNAL, MANIFEST, STATE_DIR, RunState, load_manifest
 from ._sources import Source
 from ._version import __version__
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ._config import MiB
+from ._durable import fsync_dir
 from ._errors import DiskSpaceError
 from ._validate import ChunkResult
 
@@ -325,7 +326,7 @@ class ShardWriter:
                 os.fsync(shard.file.fileno())
                 shard.file.close()
                 os.replace(_partial(shard.path), shard.path)
-                _fsync_dir(self.directory)
+                fsync_dir(self.directory)
             except OSError as exc:
                 self.abort()
                 if exc.errno in _NO_SPACE:
@@ -370,15 +371,6 @@ def _hash_and_write(shard: _OpenShard, data: memoryview, write: bool) -> None:
 
 def _partial(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
-
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk too.
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _human(n: int) -> str:
