@@ -146,3 +146,20 @@ def test_tls_is_verified_and_ca_bundle_trusts_a_private_ca(
             cli.main([*argv, "--work-dir", str(tmp_path / "w2"), "--ca-bundle", str(bundle)]) == 0
         )
         assert_exactly_once(emu, lines)
+
+
+def test_max_rejects_stops_the_run_with_exit_1(
+    emulator_thread: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [record(i) for i in range(100)]
+    for at in (10, 20, 30):
+        lines.insert(at, b"{not json")
+    src = write_lines(tmp_path / "in.jsonl", lines)
+    argv = ["load", "products", str(src), "--quiet", "--base-url", emulator_thread.base_url]
+    assert cli.main([*argv, "--work-dir", str(tmp_path / "w1"), "--max-rejects", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "more than 2 lines rejected" in err and "--max-rejects" in err
+    read_manifest(tmp_path / "w1")  # valid after the stop
+    # At the limit, the run goes through: exit 3 (rejects), every valid record uploaded.
+    assert cli.main([*argv, "--work-dir", str(tmp_path / "w2"), "--max-rejects", "3"]) == 3
+    assert_exactly_once(emulator_thread, [record(i) for i in range(100)])
