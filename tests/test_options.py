@@ -163,3 +163,25 @@ def test_max_rejects_stops_the_run_with_exit_1(
     # At the limit, the run goes through: exit 3 (rejects), every valid record uploaded.
     assert cli.main([*argv, "--work-dir", str(tmp_path / "w2"), "--max-rejects", "3"]) == 3
     assert_exactly_once(emulator_thread, [record(i) for i in range(100)])
+
+
+def test_key_file_and_base_url_from_the_environment(
+    emulator_thread: EmulatorThread,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("SAFETYKIT_API_KEY")
+    monkeypatch.setenv("SAFETYKIT_BASE_URL", emulator_thread.base_url)
+    src = write_lines(tmp_path / "in.jsonl", [record(i) for i in range(10)])
+    argv = ["load", "products", str(src), "--quiet", "--work-dir", str(tmp_path / "w")]
+    assert cli.main(argv) == 1
+    assert "no API key" in capsys.readouterr().err
+    key_file = tmp_path / "key"
+    key_file.write_text(API_KEY + "\n")
+    assert cli.main([*argv, "--api-key-file", str(key_file)]) == 0
+    assert_exactly_once(emulator_thread, [record(i) for i in range(10)])
+    # status and wait find the base URL in the manifest, and the key in the same file.
+    monkeypatch.delenv("SAFETYKIT_BASE_URL")
+    assert cli.main(["wait", str(tmp_path / "w"), "--api-key-file", str(key_file), "-q"]) == 0
+    assert API_KEY not in capsys.readouterr().out
