@@ -9,6 +9,7 @@ an (async) iterable, in the event loop, with the CPU work in threads.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -87,26 +88,18 @@ class Reader:
 
     def read_sources(self, sources: list[Source], hand_over: Callable[[ShardInfo], None]) -> None:
         """Read every source; ``hand_over`` each finished shard (it may block)."""
-        # --keep-shards asks for shard files to keep, so every byte is copied into them.
-        zero_copy = not self.cfg.keep_shards
         writer = self._writer()
+        pool = ProcessPoolExecutor(self.cfg.workers) if self.cfg.workers > 0 else None
         try:
-            for source in sources:
-                in_place = (
-                    zero_copy
-                    and source.path is not None
-                    and not source.compression
-                    and source.format == "jsonl"
-                )
-                for chunk, result in self._validated(source):
-                    # A block the validator passed through unchanged (the same bytes object)
-                    # is sent from the input file itself: see _shard.
-                    origin = None
-                    if in_place and result.data is chunk.data:
-                        assert source.path is not None
-                        origin = (source.path, chunk.offset)
-                    for shard in self.take(source.display, len(chunk.data), result, writer, origin):
-                        hand_over(shard)
+            for source, chunk, result in self._validated(sources, pool):
+                # A block the validator passed through unchanged (the same bytes object)
+                # is sent from the input file itself: see _shard.
+                origin = None
+                if result.data is chunk.data and self._in_place(source):
+                    assert source.path is not None
+                    origin = (source.path, chunk.offset)
+                for shard in self.take(source.display, len(chunk.data), result, writer, origin):
+                    hand_over(shard)
             last = writer.flush()
             if last is not None:
                 hand_over(last)
@@ -115,36 +108,65 @@ class Reader:
         except BaseException:
             writer.abort()
             raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
 
-    def _validated(self, source: Source) -> Iterator[tuple[Chunk, ChunkResult]]:
+    def _in_place(self, source: Source) -> bool:
+        """Whether clean blocks of ``source`` can be sent from the file itself: a local,
+        uncompressed JSONL file (--keep-shards asks for copies of everything)."""
+        return (
+            not self.cfg.keep_shards
+            and source.path is not None
+            and not source.compression
+            and source.format == "jsonl"
+        )
+
+    def _validated(
+        self, sources: list[Source], pool: ProcessPoolExecutor | None
+    ) -> Iterator[tuple[Source, Chunk, ChunkResult]]:
+        """Every block of every source with its validation, in input order."""
         # A line over twice the shard size stops the run rather than being held whole: such
         # "lines" are files without newlines (one big JSON document, CR line ends).
         limit = max(2 * self.cfg.shard_max_bytes, _MIN_LINE_LIMIT)
-        chunks = iter_chunks(source, self.cfg.block_size, max_line_bytes=limit)
-        if self.cfg.workers <= 0:
-            for chunk in chunks:
-                if self.stop.is_set():
-                    raise Stop
-                result = validate_chunk(chunk.data, chunk.first_line, self.vopts)
-                yield chunk, _with_source_rejects(chunk, result)
+        if pool is None:
+            for source in sources:
+                for chunk in iter_chunks(source, self.cfg.block_size, max_line_bytes=limit):
+                    if self.stop.is_set():
+                        raise Stop
+                    result = validate_chunk(chunk.data, chunk.first_line, self.vopts)
+                    yield source, chunk, _with_source_rejects(chunk, result)
             return
-        # Blocks spread over worker processes, results in input order, at most 2 blocks
-        # per worker in flight (bounded memory). Shipping 8 MiB blocks to a worker and back
-        # costs about as much CPU as validating them, so this pays off only with cores to
-        # spare (README, Performance).
-        with ProcessPoolExecutor(self.cfg.workers) as pool:
-            window: deque[tuple[Chunk, Future[ChunkResult]]] = deque()
-            for chunk in chunks:
+        # Blocks spread over worker processes, results in input order, at most 2 blocks per
+        # worker in flight (bounded memory), across file boundaries so that many small files
+        # keep every worker busy. A block of a local uncompressed file goes as its byte range:
+        # the worker reads it from the page cache and sends the block back only if it
+        # changed, instead of 8 MiB pickled each way (which cost as much as validating).
+        window: deque[tuple[Source, Chunk, Future[tuple[bool, ChunkResult]]]] = deque()
+        for source in sources:
+            by_range = (
+                source.path is not None and not source.compression and source.format == "jsonl"
+            )
+            for chunk in iter_chunks(source, self.cfg.block_size, max_line_bytes=limit):
                 if self.stop.is_set():
                     raise Stop
-                future = pool.submit(validate_chunk, chunk.data, chunk.first_line, self.vopts)
-                window.append((chunk, future))
+                if by_range:
+                    assert source.path is not None
+                    future = pool.submit(
+                        validate_range,
+                        source.path,
+                        chunk.offset,
+                        len(chunk.data),
+                        chunk.first_line,
+                        self.vopts,
+                    )
+                else:
+                    future = pool.submit(validate_block, chunk.data, chunk.first_line, self.vopts)
+                window.append((source, chunk, future))
                 if len(window) >= 2 * self.cfg.workers:
-                    done, fut = window.popleft()
-                    yield done, _with_source_rejects(done, fut.result())
-            while window:
-                done, fut = window.popleft()
-                yield done, _with_source_rejects(done, fut.result())
+                    yield _settled(*window.popleft())
+        while window:
+            yield _settled(*window.popleft())
 
     def take(
         self,
@@ -229,6 +251,36 @@ class Reader:
         except BaseException:
             writer.abort()
             raise
+
+
+def validate_range(
+    path: Path, offset: int, length: int, first_line: int, opts: ValidateOptions
+) -> tuple[bool, ChunkResult]:
+    """In a worker process: validate bytes ``offset..offset+length`` of ``path``. Returns
+    (clean, result); a clean result's data is left out (the caller has those bytes)."""
+    with open(path, "rb") as f:
+        data = os.pread(f.fileno(), length, offset)
+    if len(data) != length:
+        raise OSError(f"{path} changed while it was read: {length - len(data)} bytes missing")
+    result = validate_chunk(data, first_line, opts)
+    if result.data is data:
+        result.data = b""
+        return True, result
+    return False, result
+
+
+def validate_block(data: bytes, first_line: int, opts: ValidateOptions) -> tuple[bool, ChunkResult]:
+    """In a worker process: validate a block that was sent whole."""
+    return False, validate_chunk(data, first_line, opts)
+
+
+def _settled(
+    source: Source, chunk: Chunk, future: Future[tuple[bool, ChunkResult]]
+) -> tuple[Source, Chunk, ChunkResult]:
+    clean, result = future.result()
+    if clean:
+        result.data = chunk.data  # the same object: the block may be sent in place
+    return source, chunk, _with_source_rejects(chunk, result)
 
 
 def _with_source_rejects(chunk: Chunk, result: ChunkResult) -> ChunkResult:

@@ -290,3 +290,33 @@ async def test_no_blocking_call_on_the_event_loop(emulator: Emulator, tmp_path: 
         ) as loader:
             result = await loader.load([str(src)])
     assert (result.uploaded, result.rejected) == (7, 1)
+
+
+def test_worker_processes_give_the_same_shards_and_rejects(
+    emulator_thread: EmulatorThread, tmp_path: Path
+) -> None:
+    """--workers N (byte ranges of plain files, whole blocks of compressed ones) must not
+    change a single shard or reject: sharding is deterministic, and resume relies on it."""
+    good = [record(i, pad="q" * (i % 300)) for i in range(4000)]
+    a = list(good[:2000])
+    a.insert(700, b'{"id": 1}')
+    a[1500] = a[1500] + b"\r"  # a CRLF line: that block must be copied, not sent in place
+    write_lines(tmp_path / "a.jsonl", a)
+    write_lines(tmp_path / "b.jsonl.gz", [*good[2000:], b"nope"])
+    inputs = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl.gz")]
+    common = dict(block_size=64 * 1024, shard_max_bytes=200_000, dry_run=True)
+
+    def shards(workers: int) -> tuple[list[tuple[str, int]], list[dict[str, object]]]:
+        work = tmp_path / f"w{workers}"
+        bulkload.load("products", inputs, work_dir=work, workers=workers, **common)
+        manifest = read_manifest(work)
+        got = [(s["md5"], s["records"]) for s in manifest["shards"]]
+        return got, read_rejects(work)
+
+    assert shards(0) == shards(2)
+    result = bulkload.load(
+        "products", inputs, api_key=API_KEY, base_url=emulator_thread.base_url,
+        work_dir=tmp_path / "up", workers=2, block_size=64 * 1024, shard_max_bytes=200_000,
+    )  # fmt: skip
+    assert (result.records, result.rejected, result.exit_code) == (4000, 2, 3)
+    assert_exactly_once(emulator_thread, good)
