@@ -516,47 +516,12 @@ def _print_json(doc: dict[str, Any]) -> None:
 
 
 def _summary(r: LoadResult, args: argparse.Namespace) -> None:
-    from ._progress import human_bytes, human_seconds
-
     if args.json:
         _print_json(r.to_dict())
         return
-    out = sys.stdout
-    rate = human_bytes(r.bytes_read / max(r.elapsed, 1e-9))
-    verb = "validated (dry run)" if r.dry_run else "loaded"
-    print(
-        f"bulkload: {verb} {r.records:,} records into {r.namespace} in {r.shards} shard(s) "
-        f"({human_bytes(r.bytes_read)} in {human_seconds(r.elapsed)}, {rate}/s)",
-        file=out,
-    )
-    print(
-        f"  lines {r.lines:,}: {r.records:,} records, {r.rejected:,} rejected, {r.blank:,} blank",
-        file=out,
-    )
-    if not r.dry_run:
-        print(
-            f"  shards {r.shards}: {r.uploaded} uploaded ({r.skipped} already by an earlier run), "
-            f"{r.failed} failed",
-            file=out,
-        )
-    print(f"  manifest: {r.manifest_path}", file=out)
-    if r.rejected:
-        print(
-            f"  rejects:  {r.rejects_path} ({r.rejected:,} lines, with line numbers and why)",
-            file=out,
-        )
-    if r.failed:
-        shown = ", ".join(str(i) for i in r.failed_shards[:10])
-        print(
-            f"  failed shards: {shown}{'…' if r.failed > 10 else ''}; rerun the same command "
-            "to retry them",
-            file=out,
-        )
-    elif r.dry_run:
-        print("next: run again without --dry-run to upload", file=out)
-    else:
-        print(f"next: bulkload wait {r.work_dir}  (follows every request to the end)", file=out)
-    out.flush()
+    from ._summary import load_summary
+
+    print("\n".join(load_summary(r)), file=sys.stdout, flush=True)
 
 
 def _follow(args: argparse.Namespace, *, print_json: bool = True) -> tuple[int, dict[str, Any]]:
@@ -607,36 +572,8 @@ def _follow(args: argparse.Namespace, *, print_json: bool = True) -> tuple[int, 
         if print_json:
             _print_json({**result.to_dict(), "exit_code": code})
         return code, result.to_dict()
-    out = sys.stdout
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items())) or "none"
-    print(f"bulkload: {result.requests} request(s): {counts}", file=out)
-    if result.not_uploaded:
-        print(
-            f"  {result.not_uploaded} shard(s) not uploaded: rerun `bulkload load` first", file=out
-        )
-    if result.succeeded:
-        print(f"  {result.objects:,} objects processed", file=out)
-    for f in result.failures:
-        ranges = "; ".join(
-            f"{r['path']} lines {r['first_line']}-{r['last_line']}" for r in f["sources"]
-        )
-        print(
-            f"  FAILED shard {f['shard']} {f['request_id']}: {f['error_summary']} [{ranges}]",
-            file=out,
-        )
-    if result.results_dir is not None and not result.timed_out:
-        print(
-            f"  results: {result.results_dir}/<requestId>.jsonl; joined to source lines in {result.results_dir / 'results.jsonl'}",
-            file=out,
-        )
-    for m in result.mismatches[:20]:
-        print(f"  MISMATCH {m}", file=out)
-    if result.timed_out:
-        print(
-            f"  timed out with {result.unfinished} request(s) unfinished; run `bulkload wait {args.manifest}` again",
-            file=out,
-        )
-    elif args.command == "status" and result.unfinished:
-        print(f"  next: bulkload wait {args.manifest}", file=out)
-    out.flush()
+    from ._summary import follow_summary
+
+    lines = follow_summary(result, args.command, args.manifest)
+    print("\n".join(lines), file=sys.stdout, flush=True)
     return code, result.to_dict()

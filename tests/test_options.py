@@ -185,3 +185,17 @@ def test_key_file_and_base_url_from_the_environment(
     monkeypatch.delenv("SAFETYKIT_BASE_URL")
     assert cli.main(["wait", str(tmp_path / "w"), "--api-key-file", str(key_file), "-q"]) == 0
     assert API_KEY not in capsys.readouterr().out
+
+
+def test_the_text_summary_says_what_happened_and_what_next(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_lines(tmp_path / "in.jsonl", [record(1), record(1), b"[]", b""])
+    work = tmp_path / "w"
+    argv = ["load", "products", str(src), "--dry-run", "--check-duplicates", "--quiet"]
+    assert cli.main([*argv, "--work-dir", str(work)]) == 3
+    out = capsys.readouterr().out
+    assert "lines 4: 2 records, 1 rejected, 1 blank" in out
+    assert f"rejects:  {work / 'rejects.jsonl'}" in out
+    assert f"duplicates: 1 ids seen more than once, listed with their lines in {work}" in out
+    assert "next: run again without --dry-run to upload" in out
