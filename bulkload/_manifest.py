@@ -170,6 +170,7 @@ class RunState:
         self._journal: Any = None
         self._last_manifest = 0.0
         self._journal_optional = False
+        self._work_lock: int | None = None  # held by status/wait on a work dir
         self.dirty = False
 
     # -- opening -------------------------------------------------------------------------
@@ -189,6 +190,15 @@ class RunState:
         state = cls(manifest.parent)
         state.manifest_path = manifest
         if manifest.name == MANIFEST and state.journal_path.exists():
+            # A load still running here would not see what this follower journals (and
+            # would overwrite the manifest without it): one process per work dir at a time.
+            try:
+                state._work_lock = lock_work_dir(state.work_dir)
+            except StateError:
+                raise StateError(
+                    f"{state.work_dir} is in use by a running `bulkload load`; let it finish "
+                    "first (or use `bulkload load ... --wait`, which waits when it is done)"
+                ) from None
             state._replay()
             fd = os.open(state.journal_path, os.O_WRONLY | os.O_APPEND)
             state._journal = os.fdopen(fd, "ab")
@@ -253,6 +263,8 @@ class RunState:
             if self._journal is not None:
                 self._journal.close()
                 self._journal = None
+            unlock_work_dir(self._work_lock)
+            self._work_lock = None
 
     # -- events --------------------------------------------------------------------------
 

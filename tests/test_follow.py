@@ -148,3 +148,18 @@ def test_wait_max_rps_caps_calls_with_a_thousand_requests(
         # every one-second window that starts at a call
         per_window[t] = sum(1 for u in times if t <= u < t + 1.0)
     assert max(per_window.values()) <= 20
+
+
+def test_wait_refuses_a_work_dir_that_a_load_is_still_writing(
+    emulator_thread: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bulkload._manifest import lock_work_dir, unlock_work_dir
+
+    work = load_some(emulator_thread, tmp_path)
+    held = lock_work_dir(work)  # as a running `bulkload load` holds it
+    try:
+        assert wait_cli(work) == 1
+        assert "in use by a running `bulkload load`" in capsys.readouterr().err
+    finally:
+        unlock_work_dir(held)
+    assert wait_cli(work) == 0
