@@ -13,36 +13,15 @@ from ._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from ._config import LoadConfig as LoadConfig
-    from ._errors import (
-        ApiError as ApiError,
-    )
-    from ._errors import (
-        AuthError as AuthError,
-    )
-    from ._errors import (
-        BulkloadError as BulkloadError,
-    )
-    from ._errors import (
-        ConfigError as ConfigError,
-    )
-    from ._errors import (
-        DiskSpaceError as DiskSpaceError,
-    )
-    from ._errors import (
-        SourceError as SourceError,
-    )
-    from ._errors import (
-        StateError as StateError,
-    )
-    from ._errors import (
-        TooManyRejectsError as TooManyRejectsError,
-    )
-    from ._errors import (
-        UploadError as UploadError,
-    )
-    from ._errors import (
-        UsageError as UsageError,
-    )
+    from ._errors import ApiError as ApiError
+    from ._errors import AuthError as AuthError
+    from ._errors import BulkloadError as BulkloadError
+    from ._errors import ConfigError as ConfigError
+    from ._errors import DiskSpaceError as DiskSpaceError
+    from ._errors import SourceError as SourceError
+    from ._errors import StateError as StateError
+    from ._errors import TooManyRejectsError as TooManyRejectsError
+    from ._errors import UsageError as UsageError
     from ._partition import merge_manifests as merge_manifests
     from ._partition import partition_inputs as partition_inputs
     from ._pipeline import Loader as Loader
@@ -60,7 +39,6 @@ _WHERE = {
     "SourceError": "._errors",
     "StateError": "._errors",
     "TooManyRejectsError": "._errors",
-    "UploadError": "._errors",
     "UsageError": "._errors",
     "merge_manifests": "._partition",
     "partition_inputs": "._partition",

@@ -89,7 +89,6 @@ class ApiClient:
         self._limit = limit
         self._sleep = sleep
         self._import_path = 0
-        self.calls = 0
 
     def __repr__(self) -> str:
         return f"ApiClient(base_url={self.base_url!r})"
@@ -141,7 +140,6 @@ class ApiClient:
                 await self._limit.wait_pause()
             if self._rate is not None:
                 await self._rate.acquire()
-            self.calls += 1
             retry_after: float | None = None
             try:
                 async with self._session.request(method, url, data=body, headers=headers) as resp:

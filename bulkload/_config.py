@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._errors import ConfigError
@@ -105,7 +105,6 @@ class LoadConfig:
     #: ``(index, count)``: load only worker ``index``'s share (0-based) of the inputs split
     #: ``count`` ways by size (see ``partition_inputs``); None loads every input.
     partition: tuple[int, int] | None = None
-    extra_headers: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 1 <= self.shard_max_bytes <= MAX_SHARD_BYTES:

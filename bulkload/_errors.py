@@ -15,8 +15,11 @@ chained with ``raise ... from exc``.
     ├── TooManyRejectsError                       --max-rejects exceeded
     ├── ApiError                                  the SafetyKit API said no (status, body)
     │   └── AuthError                             401/403 on an API call: the key
-    ├── UploadError                               a shard failed after all retries
     └── UsageError(BulkloadError, RuntimeError)   the library used wrongly
+
+A shard that fails after all retries raises nothing: the run goes on with the others, and
+the failure is in the result (``LoadResult.failed_shards``, exit code 4) and the manifest
+(``status: failed`` with its last ``error``), so that a rerun retries exactly those.
 """
 
 from __future__ import annotations
@@ -62,16 +65,6 @@ class ApiError(BulkloadError):
 
 class AuthError(ApiError):
     """The API refused the key (401/403 on an API call)."""
-
-
-class UploadError(BulkloadError):
-    """A shard could not be uploaded after all retries."""
-
-    def __init__(self, message: str, *, shard: int, attempts: int, last_error: str):
-        super().__init__(message)
-        self.shard = shard
-        self.attempts = attempts
-        self.last_error = last_error
 
 
 class UsageError(BulkloadError, RuntimeError):

@@ -265,7 +265,7 @@ class _Run:
     # -- set-up and tear-down ----------------------------------------------------------------
 
     def _run_identity(self) -> dict[str, Any]:
-        options = {k: v for k, v in asdict(self.cfg).items() if k not in ("extra_headers",)}
+        options = asdict(self.cfg)
         options["ca_bundle"] = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
         return {
             "namespace": self.loader.namespace,

@@ -17,7 +17,6 @@ def test_exported_members() -> None:
         "SourceError",
         "StateError",
         "TooManyRejectsError",
-        "UploadError",
         "UsageError",
         "__version__",
         "load",
