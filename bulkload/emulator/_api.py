@@ -166,17 +166,13 @@ class ApiHandlers:
 
     async def status(self, request: web.Request) -> web.Response:
         """GET .../requests/{request_id}: status, and results metadata once succeeded."""
-        found = self._find(request)
-        if isinstance(found, web.Response):
-            return found
-        rejected = self._status_fault()
-        if rejected is not None:
-            return rejected
-        rec = await self.core.resolve(found)
-        return json_response(self.core.status_body(rec, with_inline_data=True))
+        return await self._status_answer(request, with_inline_data=True)
 
     async def download_url(self, request: web.Request) -> web.Response:
         """GET .../requests/{request_id}/results/download-url."""
+        return await self._status_answer(request, with_inline_data=False)
+
+    async def _status_answer(self, request: web.Request, *, with_inline_data: bool) -> web.Response:
         found = self._find(request)
         if isinstance(found, web.Response):
             return found
@@ -184,7 +180,7 @@ class ApiHandlers:
         if rejected is not None:
             return rejected
         rec = await self.core.resolve(found)
-        return json_response(self.core.status_body(rec, with_inline_data=False))
+        return json_response(self.core.status_body(rec, with_inline_data=with_inline_data))
 
     async def state(self, request: web.Request) -> web.Response:
         """GET /_emulator/state: the inspection data, no authentication."""
