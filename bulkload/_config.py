@@ -96,8 +96,11 @@ class LoadConfig:
     check_duplicates: bool = False
     max_bandwidth: float | None = None
     max_rps: float | None = None
-    #: Validation processes; 0 validates in the loader's own thread.
-    workers: int = 0
+    #: Worker processes that validate byte ranges of plain files and hash shards; 0 does it
+    #: all in the loader's own threads. None (the default) picks: one per CPU core (at most
+    #: 8) when there are 2 or more cores and at least 256 MiB of plain JSONL files to read,
+    #: else 0 (for less, starting the processes costs more than they save).
+    workers: int | None = None
     block_size: int = 8 * MiB
     restart: bool = False
     grace: float = 30.0
@@ -130,7 +133,7 @@ class LoadConfig:
             raise ConfigError(f"max rps must be > 0, got {self.max_rps}")
         if self.max_bandwidth is not None and self.max_bandwidth <= 0:
             raise ConfigError(f"max bandwidth must be > 0, got {self.max_bandwidth}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise ConfigError(f"workers must be >= 0, got {self.workers}")
         if self.block_size < 64 * KiB:
             raise ConfigError(f"block size must be >= 64 KiB, got {self.block_size}")

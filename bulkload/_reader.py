@@ -9,11 +9,15 @@ an (async) iterable, in the event loop, with the CPU work in threads.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
+import multiprocessing
 import os
 import threading
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,17 +25,29 @@ import orjson
 
 from ._config import LoadConfig
 from ._duplicates import DuplicateFinder
-from ._errors import TooManyRejectsError
+from ._errors import SourceError, TooManyRejectsError
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
 from ._shard import ShardInfo, ShardWriter
-from ._sources import Chunk, Source, iter_chunks
+from ._sources import Chunk, Source, check_plain_file, iter_chunks, line_too_long
 from ._validate import ChunkResult, ValidateOptions, reject_json, validate_chunk
+from ._work import (
+    FileChangedError,
+    LineTooLongError,
+    RangeResult,
+    exit_with_parent,
+    md5_pieces,
+    validate_range,
+)
 
 #: Where records from ``load_records`` say they came from, in rejects and the manifest.
 RECORDS_SOURCE = "<records>"
 #: Serialized records handed to validation at once by ``read_records``.
 _RECORD_BATCH_BYTES = 4 << 20
+#: Plain JSONL input from which worker processes pay for their start (see Reader._workers):
+#: measured on 2 cores, 256 MiB loads about as fast either way, 1 GiB 15-20 % faster with
+#: them (README, Performance).
+AUTO_WORKERS_BYTES = 256 << 20
 #: The shortest line that stops a run rather than being held whole (see _validated).
 _MIN_LINE_LIMIT = 64 << 20
 
@@ -77,32 +93,48 @@ class Reader:
             self._rejects.close()
             self._rejects = None
 
-    def _writer(self) -> ShardWriter:
+    def _writer(self, *, hash_inline: bool = True) -> ShardWriter:
         return ShardWriter(
             self.work_dir / SHARDS_DIR,
             max_bytes=self.cfg.shard_max_bytes,
             max_records=self.cfg.shard_max_records,
+            hash_inline=hash_inline,
         )
 
     # -- files, directories, globs, stdin (in a worker thread) -----------------------------
 
     def read_sources(self, sources: list[Source], hand_over: Callable[[ShardInfo], None]) -> None:
-        """Read every source; ``hand_over`` each finished shard (it may block)."""
-        writer = self._writer()
-        pool = ProcessPoolExecutor(self.cfg.workers) if self.cfg.workers > 0 else None
-        try:
-            for source, chunk, result in self._validated(sources, pool):
-                # A block the validator passed through unchanged (the same bytes object)
-                # is sent from the input file itself: see _shard.
-                origin = None
-                if result.data is chunk.data and self._in_place(source):
-                    assert source.path is not None
-                    origin = (source.path, chunk.offset)
-                for shard in self.take(source.display, len(chunk.data), result, writer, origin):
+        """Read every source; ``hand_over`` each finished shard, in order (it may block).
+
+        With worker processes, a finished shard is hashed by a worker from its pieces on
+        disk and handed over once its MD5 is known; meanwhile reading goes on.
+        """
+        workers = self._workers(sources)
+        pool = _worker_pool(workers) if workers > 0 else None
+        writer = self._writer(hash_inline=pool is None)
+        hashing: deque[tuple[ShardInfo, Future[str]]] = deque()
+
+        def finished(shards: list[ShardInfo], *, wait: bool = False) -> None:
+            if pool is None:
+                for shard in shards:
                     hand_over(shard)
+                return
+            for shard in shards:
+                pieces = [(str(p.path), p.offset, p.length) for p in shard.pieces]
+                hashing.append((shard, pool.submit(md5_pieces, pieces)))
+            while hashing and (wait or hashing[0][1].done()):
+                shard, future = hashing.popleft()
+                hand_over(dataclasses.replace(shard, md5=future.result()))
+
+        try:
+            for item in self._validated(sources, pool, workers):
+                origin = None
+                if item.clean and self._in_place(item.source):
+                    assert item.source.path is not None
+                    origin = (item.source.path, item.offset)
+                finished(self.take(item.source.display, item.nbytes, item.result, writer, origin))
             last = writer.flush()
-            if last is not None:
-                hand_over(last)
+            finished([last] if last is not None else [], wait=True)
             self._finish_duplicates()
             self.done = True
         except BaseException:
@@ -111,6 +143,18 @@ class Reader:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _workers(self, sources: list[Source]) -> int:
+        """How many worker processes: ``cfg.workers``, or if that is None, one per core (at
+        most 8) when they pay off: 2+ cores and AUTO_WORKERS_BYTES of plain files."""
+        if self.cfg.workers is not None:
+            return self.cfg.workers
+        try:
+            cores = len(os.sched_getaffinity(0))  # the cores this process may use
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        plain = sum(s.size or 0 for s in sources if self._in_place(s))
+        return min(cores, 8) if cores >= 2 and plain >= AUTO_WORKERS_BYTES else 0
 
     def _in_place(self, source: Source) -> bool:
         """Whether clean blocks of ``source`` can be sent from the file itself: a local,
@@ -123,8 +167,8 @@ class Reader:
         )
 
     def _validated(
-        self, sources: list[Source], pool: ProcessPoolExecutor | None
-    ) -> Iterator[tuple[Source, Chunk, ChunkResult]]:
+        self, sources: list[Source], pool: ProcessPoolExecutor | None, workers: int = 0
+    ) -> Iterator[_Validated]:
         """Every block of every source with its validation, in input order."""
         # A line over twice the shard size stops the run rather than being held whole: such
         # "lines" are files without newlines (one big JSON document, CR line ends).
@@ -135,38 +179,41 @@ class Reader:
                     if self.stop.is_set():
                         raise Stop
                     result = validate_chunk(chunk.data, chunk.first_line, self.vopts)
-                    yield source, chunk, _with_source_rejects(chunk, result)
+                    clean = result.data is chunk.data
+                    result = _with_source_rejects(chunk, result)
+                    yield _Validated(source, chunk.offset, len(chunk.data), clean, result)
             return
-        # Blocks spread over worker processes, results in input order, at most 2 blocks per
-        # worker in flight (bounded memory), across file boundaries so that many small files
-        # keep every worker busy. A block of a local uncompressed file goes as its byte range:
-        # the worker reads it from the page cache and sends the block back only if it
-        # changed, instead of 8 MiB pickled each way (which cost as much as validating).
-        window: deque[tuple[Source, Chunk, Future[tuple[bool, ChunkResult]]]] = deque()
+        # Work spreads over the worker processes, results come back in input order, at most
+        # 2 blocks per worker in flight (bounded memory), across file boundaries so that
+        # many small files keep every worker busy. A plain file is not read here at all:
+        # workers get byte ranges (see _work). Other sources are read here and sent whole.
+        window: deque[Callable[[], _Validated]] = deque()
+        block = self.cfg.block_size
+        depth = 2 * workers
         for source in sources:
-            by_range = (
-                source.path is not None and not source.compression and source.format == "jsonl"
-            )
-            for chunk in iter_chunks(source, self.cfg.block_size, max_line_bytes=limit):
+            if self._in_place(source) and source.size is not None:
+                assert source.path is not None
+                check_plain_file(source)
+                lines = _LineCount()
+                for a in range(0, source.size, block):
+                    if self.stop.is_set():
+                        raise Stop
+                    b = min(a + block, source.size)
+                    args = (str(source.path), a, b, source.size, self.vopts, limit)
+                    future = pool.submit(validate_range, *args)
+                    window.append(functools.partial(_settle_range, source, a, lines, future))
+                    if len(window) >= depth:
+                        yield window.popleft()()
+                continue
+            for chunk in iter_chunks(source, block, max_line_bytes=limit):
                 if self.stop.is_set():
                     raise Stop
-                if by_range:
-                    assert source.path is not None
-                    future = pool.submit(
-                        validate_range,
-                        source.path,
-                        chunk.offset,
-                        len(chunk.data),
-                        chunk.first_line,
-                        self.vopts,
-                    )
-                else:
-                    future = pool.submit(validate_block, chunk.data, chunk.first_line, self.vopts)
-                window.append((source, chunk, future))
-                if len(window) >= 2 * self.cfg.workers:
-                    yield _settled(*window.popleft())
+                sent = pool.submit(validate_chunk, chunk.data, chunk.first_line, self.vopts)
+                window.append(functools.partial(_settle_block, source, chunk, sent))
+                if len(window) >= depth:
+                    yield window.popleft()()
         while window:
-            yield _settled(*window.popleft())
+            yield window.popleft()()
 
     def take(
         self,
@@ -253,34 +300,76 @@ class Reader:
             raise
 
 
-def validate_range(
-    path: Path, offset: int, length: int, first_line: int, opts: ValidateOptions
-) -> tuple[bool, ChunkResult]:
-    """In a worker process: validate bytes ``offset..offset+length`` of ``path``. Returns
-    (clean, result); a clean result's data is left out (the caller has those bytes)."""
-    with open(path, "rb") as f:
-        data = os.pread(f.fileno(), length, offset)
-    if len(data) != length:
-        raise OSError(f"{path} changed while it was read: {length - len(data)} bytes missing")
-    result = validate_chunk(data, first_line, opts)
-    if result.data is data:
-        result.data = b""
-        return True, result
-    return False, result
+@dataclass(slots=True)
+class _Validated:
+    """A validated block: ``nbytes`` bytes of ``source`` from ``offset``. ``clean``: the
+    records are exactly those bytes of the input (``result.data`` may then be empty)."""
+
+    source: Source
+    offset: int
+    nbytes: int
+    clean: bool
+    result: ChunkResult
 
 
-def validate_block(data: bytes, first_line: int, opts: ValidateOptions) -> tuple[bool, ChunkResult]:
-    """In a worker process: validate a block that was sent whole."""
-    return False, validate_chunk(data, first_line, opts)
+class _LineCount:
+    """Lines of one source settled so far: a range's line numbers start after them."""
+
+    def __init__(self) -> None:
+        self.seen = 0
 
 
-def _settled(
-    source: Source, chunk: Chunk, future: Future[tuple[bool, ChunkResult]]
-) -> tuple[Source, Chunk, ChunkResult]:
-    clean, result = future.result()
-    if clean:
-        result.data = chunk.data  # the same object: the block may be sent in place
-    return source, chunk, _with_source_rejects(chunk, result)
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes started from a clean server process (forkserver) rather than forked
+    from this one, whose other threads may hold locks at the moment of a fork."""
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["bulkload._work"])
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)
+
+
+def _settle_range(
+    source: Source, a: int, lines: _LineCount, future: Future[RangeResult]
+) -> _Validated:
+    """A byte range's result, with its line numbers made absolute; worker errors become
+    SourceErrors that name the file and line."""
+    try:
+        r = future.result()
+    except LineTooLongError as exc:
+        raise line_too_long(source, lines.seen + exc.line, exc.limit) from None
+    except FileChangedError as exc:
+        raise SourceError(
+            f"{source.display}: the file changed while it was read ({exc.planned:,} bytes "
+            f"when the run started, {exc.now:,} now); rerun once nothing writes to it",
+            path=source.display,
+        ) from None
+    except OSError as exc:
+        raise SourceError(
+            f"{source.display}: read error near byte {a:,}: {exc.strerror or exc}; check the "
+            "disk or file system and rerun to resume",
+            path=source.display,
+        ) from exc
+    result = _shift_lines(r.result, lines.seen)
+    lines.seen += result.lines
+    return _Validated(source, r.start, r.end - r.start, r.clean, result)
+
+
+def _settle_block(source: Source, chunk: Chunk, future: Future[ChunkResult]) -> _Validated:
+    result = _with_source_rejects(chunk, future.result())
+    return _Validated(source, chunk.offset, len(chunk.data), False, result)
+
+
+def _shift_lines(result: ChunkResult, by: int) -> ChunkResult:
+    if by:
+        nos = result.line_nos
+        if isinstance(nos, range):
+            result.line_nos = range(nos.start + by, nos.stop + by)
+        else:
+            result.line_nos = [n + by for n in nos]
+        for reject in result.rejects:
+            reject.line += by
+    return result
 
 
 def _with_source_rejects(chunk: Chunk, result: ChunkResult) -> ChunkResult:

@@ -190,12 +190,20 @@ class ShardWriter:
         max_records: int,
         start_index: int = 0,
         write: bool = True,
+        hash_inline: bool = True,
     ) -> None:
         """``write=False``: plan and hash only. Records fed with an ``origin`` are sent from
-        that file in place; pass no origin to have every byte copied into shard files."""
+        that file in place; pass no origin to have every byte copied into shard files.
+
+        ``hash_inline=False``: leave ``md5`` empty; the caller hashes each finished shard
+        from its pieces on disk (``_work.md5_pieces``, in a worker process), and may feed
+        results of clean ranges with an origin and no data at all."""
+        if not (write or hash_inline):
+            raise ValueError("a shard hashed from its pieces on disk must be written")
         self.directory = directory
         self.max_bytes = max_bytes
         self.write = write
+        self.hash_inline = hash_inline
         self._planner = ShardPlanner(max_bytes, max_records)
         self._next_index = start_index
         self._open: _OpenShard | None = None
@@ -226,10 +234,13 @@ class ShardWriter:
             if k > 0:  # a cut: the open shard is complete
                 done.append(self._finish())
             shard = self._open or self._start()
-            start = ends[a - 1] if a else 0
+            start, stop = ends[a - 1] if a else 0, ends[b - 1]
             if origin is not None:
-                shard.add_piece(origin[0], origin[1] + start, ends[b - 1] - start)
-            self._write(shard, data[start : ends[b - 1]], copy=origin is None)
+                shard.add_piece(origin[0], origin[1] + start, stop - start)
+            if origin is None or self.hash_inline:
+                self._write(shard, data[start:stop], copy=origin is None)
+            else:  # hashed later from the file, which has these bytes: nothing to do now
+                shard.bytes += stop - start
             shard.records += b - a
             shard.add_range(source, result.line_nos[a], result.line_nos[b - 1])
         if self._planner.full:
@@ -292,7 +303,7 @@ class ShardWriter:
             # Handing a small piece to the helper costs more (a thread wake-up and a GIL
             # hand-off, ~0.1 ms) than hashing it here: inputs of many small files.
             try:
-                _hash_and_write(shard, data, copy and self.write)
+                _hash_and_write(shard, data, copy and self.write, self.hash_inline)
             except OSError as exc:
                 self.abort()
                 if exc.errno in _NO_SPACE:
@@ -301,7 +312,9 @@ class ShardWriter:
             return
         if self._io is None:
             self._io = ThreadPoolExecutor(1, thread_name_prefix="bulkload-shard-writer")
-        self._pending = self._io.submit(_hash_and_write, shard, data, copy and self.write)
+        self._pending = self._io.submit(
+            _hash_and_write, shard, data, copy and self.write, self.hash_inline
+        )
 
     def _drain(self) -> None:
         """Wait for the helper's last write; raise its error, after aborting."""
@@ -338,7 +351,7 @@ class ShardWriter:
             path=shard.path,
             records=shard.records,
             bytes=shard.bytes,
-            md5=shard.md5.hexdigest(),
+            md5=shard.md5.hexdigest() if self.hash_inline else "",
             sources=tuple(shard.ranges),
             pieces=tuple(shard.pieces),
         )
@@ -362,8 +375,9 @@ class ShardWriter:
         )
 
 
-def _hash_and_write(shard: _OpenShard, data: memoryview, write: bool) -> None:
-    shard.md5.update(data)
+def _hash_and_write(shard: _OpenShard, data: memoryview, write: bool, hash_it: bool) -> None:
+    if hash_it:
+        shard.md5.update(data)
     if write:
         assert shard.file is not None
         shard.file.write(data)  # one large write per chunk: no per-line calls

@@ -332,6 +332,29 @@ def _check_compressed_head(source: Source, head: bytes) -> None:
         )
 
 
+def line_too_long(source: Source, line: int, limit: int) -> SourceError:
+    return SourceError(
+        f"{source.display}: line {line:,} is longer than {limit:,} bytes without a newline; "
+        "JSONL needs one JSON object per line (\\n line ends)",
+        path=source.display,
+        line_no=line,
+    )
+
+
+def check_plain_file(source: Source) -> None:
+    """For a local uncompressed JSONL file read by byte ranges, without ``iter_chunks``: the
+    same open and format checks, with the same errors."""
+    assert source.path is not None
+    try:
+        with open(source.path, "rb") as f:
+            head = f.read(_HEAD)
+    except OSError as exc:
+        raise SourceError(
+            f"{source.display}: cannot open it: {exc.strerror}", path=source.display
+        ) from exc
+    _check_text_head(source, head)
+
+
 def _check_text_head(source: Source, head: bytes) -> None:
     """Refuse a binary format read as JSONL: one clear error instead of rejecting every line."""
     kind = _sniff(head)
@@ -498,12 +521,7 @@ def _chunks(
         if cut <= start:
             # No newline in a full buffer: one line longer than a block. Grow and keep it.
             if max_line is not None and fill - start > max_line:
-                raise SourceError(
-                    f"{source.display}: line {line:,} is longer than {max_line:,} bytes "
-                    "without a newline; JSONL needs one JSON object per line (\\n line ends)",
-                    path=source.display,
-                    line_no=line,
-                )
+                raise line_too_long(source, line, max_line)
             buf.extend(bytearray(len(buf)))
             continue
         start = 0

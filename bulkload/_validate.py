@@ -36,6 +36,7 @@ import itertools
 import json
 import operator
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -65,7 +66,7 @@ class Reject:
 class ChunkResult:
     data: bytes  # the records' upload bytes, each ending in b"\n"
     ends: list[int]  # exclusive end offset of each record in data
-    line_nos: list[int]
+    line_nos: Sequence[int]  # a range when every line is a record
     rejects: list[Reject]
     blank: int
     lines: int
@@ -156,7 +157,7 @@ def _fast(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult | 
         if max(sizes) > opts.max_record_bytes:
             return None
     lines = range(first_line, first_line + len(ends))
-    return ChunkResult(body, ends, list(lines), [], 0, len(ends), ids)
+    return ChunkResult(body, ends, lines, [], 0, len(ends), ids)
 
 
 def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bool) -> ChunkResult:

@@ -301,9 +301,12 @@ def test_worker_processes_give_the_same_shards_and_rejects(
     a = list(good[:2000])
     a.insert(700, b'{"id": 1}')
     a[1500] = a[1500] + b"\r"  # a CRLF line: that block must be copied, not sent in place
+    a[0] = b"\xef\xbb\xbf" + a[0]  # a BOM, which the first range must skip
+    a.insert(1200, b"   ")
     write_lines(tmp_path / "a.jsonl", a)
-    write_lines(tmp_path / "b.jsonl.gz", [*good[2000:], b"nope"])
-    inputs = [str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl.gz")]
+    write_lines(tmp_path / "b.jsonl.gz", [*good[2000:3000], b"nope"])
+    write_lines(tmp_path / "c.jsonl", good[3000:], newline_at_end=False)
+    inputs = [str(tmp_path / name) for name in ("a.jsonl", "b.jsonl.gz", "c.jsonl")]
     common = dict(block_size=64 * 1024, shard_max_bytes=200_000, dry_run=True)
 
     def shards(workers: int) -> tuple[list[tuple[str, int]], list[dict[str, object]]]:
@@ -320,3 +323,18 @@ def test_worker_processes_give_the_same_shards_and_rejects(
     )  # fmt: skip
     assert (result.records, result.rejected, result.exit_code) == (4000, 2, 3)
     assert_exactly_once(emulator_thread, good)
+
+
+def test_a_line_without_end_stops_workers_with_its_line_number(tmp_path: Path) -> None:
+    """A "line" over the limit (64 MiB here) is a file that is not JSONL. The worker that
+    meets it counts lines from its own range; the message still has the file's line number.
+    (The reader thread's version of this is in test_sources.)"""
+    src = tmp_path / "in.jsonl"
+    with src.open("wb") as f:
+        f.write(b"".join(record(i) + b"\n" for i in range(3000)))
+        f.write(b'{"id":"x","blob":"' + b"x" * (65 << 20))
+    with pytest.raises(
+        bulkload.SourceError, match=r"in\.jsonl: line 3,001 is longer than 67,108,864 bytes"
+    ):
+        bulkload.load("products", [str(src)], work_dir=tmp_path / "w", dry_run=True,
+                      workers=2, block_size=64 * 1024, shard_max_bytes=1 << 20)  # fmt: skip

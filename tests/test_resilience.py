@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import orjson
+import psutil
 import pytest
 from conftest import API_KEY
 from helpers import assert_exactly_once, read_manifest, read_rejects, record, write_lines
@@ -79,7 +80,12 @@ def test_chaos_sigkill_at_random_moments_then_resume(
     completed_attempts: dict[str, int] = {}
     kills = 0
     for _ in range(30):
-        proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Half the runs validate and hash in worker processes: a resume must find the same
+        # shards either way.
+        mode = rng.choice([[], ["--workers", "2"]])
+        proc = subprocess.Popen(
+            cmd + mode, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         moment = rng.choice(["after-puts", "mid-put", "after-imports"])
         base_puts = put_attempts(emu)
         base_imports = sum(emu.counters().get("import", {}).values())
@@ -119,6 +125,28 @@ def test_chaos_sigkill_at_random_moments_then_resume(
     # Every request that holds data is in the manifest: nothing went up under a lost id.
     holding = {r.request_id for r in emu.requests() if r.put_successes}
     assert holding == {s["request_id"] for s in manifest["shards"]}
+
+
+def test_worker_processes_exit_with_a_killed_loader(
+    emulator_thread: EmulatorThread, tmp_path: Path
+) -> None:
+    """SIGKILL leaves the loader no time to stop its worker processes; they notice on their
+    own, rather than waiting on their task queue forever."""
+    emu = emulator_thread
+    emu.set_faults(hang_first_n=1000, hang_s=3)  # import calls hang: the run is held
+    inputs, _ = make_dataset(tmp_path)
+    cmd = loader_cmd(emu, tmp_path / "work", inputs, "--workers", "2", "--shard-records", "60")
+    proc = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        emu.wait_for(lambda: sum(emu.counters().get("import", {}).values()) > 0, timeout=60)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        workers = [p for p in children if "forkserver" in " ".join(p.cmdline())]
+        assert len(workers) >= 3  # the fork server and its two workers
+    finally:
+        proc.kill()
+        proc.communicate()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert not alive, f"outlived the loader: {[p.cmdline() for p in alive]}"
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
