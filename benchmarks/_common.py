@@ -72,7 +72,9 @@ class RssSampler:
 
     With ``tree=True`` the sample is the sum over the process and all its descendants
     (validation workers included); pages shared between them count once per process, so
-    this errs high.
+    this errs high. It also keeps the CPU seconds of the descendants that are not the
+    process's own children (``grandchild_cpu``): workers started by a forkserver are the
+    server's children, so ``wait4`` on the process never counts them.
     """
 
     #: Seconds between the entries of ``timeline``: enough to tell growth from a spike.
@@ -84,6 +86,8 @@ class RssSampler:
         self.timeline: list[tuple[float, int]] = []
         self.tree = tree
         self._members: list[psutil.Process] = [self.process]
+        self._children: set[int] = set()
+        self._cpu: dict[int, float] = {}  # grandchildren: last CPU seconds seen
         self._scanned = 0.0
         self.peak = self.rss()
         self._stop = threading.Event()
@@ -98,13 +102,23 @@ class RssSampler:
             self._scanned = now
             with contextlib.suppress(psutil.Error):
                 self._members = [self.process, *self.process.children(recursive=True)]
+                self._children = {c.pid for c in self.process.children()}
         total = 0
         for member in self._members:
             try:
-                total += member.memory_info().rss
+                with member.oneshot():
+                    total += member.memory_info().rss
+                    if member.pid != self.process.pid and member.pid not in self._children:
+                        times = member.cpu_times()
+                        self._cpu[member.pid] = times.user + times.system
             except psutil.Error:
                 continue  # a worker that just exited
         return total
+
+    @property
+    def grandchild_cpu(self) -> float:
+        """CPU seconds of the descendants below the children (to within one sample)."""
+        return sum(self._cpu.values())
 
     def _sample(self) -> None:
         started = time.monotonic()
@@ -136,7 +150,7 @@ class RssSampler:
 
 @dataclass(frozen=True, slots=True)
 class ProcessRun:
-    """One measured child process (its waited-for descendants included in ``cpu_s``)."""
+    """One measured child process (all its descendants included in ``cpu_s``)."""
 
     returncode: int
     wall_s: float
@@ -210,6 +224,7 @@ def run_measured(
         proc = start(cmd, env=env, stdout=out, stderr=err, stdin=stdin or subprocess.DEVNULL)
         with RssSampler(proc.pid, tree=True) as sampler:
             (code,), cpu_s = reap([proc], time.monotonic() + timeout)
+        cpu_s += sampler.grandchild_cpu
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ._errors import StateError as StateError
     from ._errors import TooManyRejectsError as TooManyRejectsError
     from ._errors import UsageError as UsageError
+    from ._errors import WorkerError as WorkerError
     from ._partition import merge_manifests as merge_manifests
     from ._partition import partition_inputs as partition_inputs
     from ._pipeline import Loader as Loader
@@ -40,6 +41,7 @@ _WHERE = {
     "StateError": "._errors",
     "TooManyRejectsError": "._errors",
     "UsageError": "._errors",
+    "WorkerError": "._errors",
     "merge_manifests": "._partition",
     "partition_inputs": "._partition",
     "Loader": "._pipeline",

@@ -13,6 +13,7 @@ chained with ``raise ... from exc``.
     ├── DiskSpaceError                            the work dir is (nearly) full
     ├── StateError                                the work dir does not match this run
     ├── TooManyRejectsError                       --max-rejects exceeded
+    ├── WorkerError                               a --workers process died
     ├── ApiError                                  the SafetyKit API said no (status, body)
     │   └── AuthError                             401/403 on an API call: the key
     └── UsageError(BulkloadError, RuntimeError)   the library used wrongly
@@ -52,6 +53,10 @@ class StateError(BulkloadError):
 
 class TooManyRejectsError(BulkloadError):
     """More lines were rejected than ``max_rejects`` allows."""
+
+
+class WorkerError(BulkloadError):
+    """A worker process (``--workers``) died before finishing its part of the run."""
 
 
 class ApiError(BulkloadError):

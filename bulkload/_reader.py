@@ -17,6 +17,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +26,7 @@ import orjson
 
 from ._config import LoadConfig
 from ._duplicates import DuplicateFinder
-from ._errors import SourceError, TooManyRejectsError
+from ._errors import SourceError, TooManyRejectsError, WorkerError
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
 from ._shard import ShardInfo, ShardWriter
@@ -137,6 +138,13 @@ class Reader:
             finished([last] if last is not None else [], wait=True)
             self._finish_duplicates()
             self.done = True
+        except BrokenProcessPool as exc:
+            writer.abort()
+            raise WorkerError(
+                "a worker process died before finishing its part (most likely the system "
+                "killed it, e.g. out of memory); rerun the same command to resume (uploaded "
+                "shards are skipped), with --workers 0 to validate in this process instead"
+            ) from exc
         except BaseException:
             writer.abort()
             raise

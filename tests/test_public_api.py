@@ -18,6 +18,7 @@ def test_exported_members() -> None:
         "StateError",
         "TooManyRejectsError",
         "UsageError",
+        "WorkerError",
         "__version__",
         "load",
         "merge_manifests",

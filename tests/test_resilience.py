@@ -149,6 +149,33 @@ def test_worker_processes_exit_with_a_killed_loader(
     assert not alive, f"outlived the loader: {[p.cmdline() for p in alive]}"
 
 
+def test_a_worker_killed_mid_run_stops_the_run_with_advice_and_resume_completes(
+    emulator_thread: EmulatorThread, tmp_path: Path
+) -> None:
+    """A worker process killed (the OOM killer, say) is a clear error, exit 1, and the same
+    command resumes: every record arrives exactly once."""
+    emu = emulator_thread
+    # The first imports hang: the reader fills the upload queue and waits while a worker
+    # is killed, then goes on, and meets the broken pool.
+    emu.set_faults(hang_first_n=8, hang_s=2)
+    inputs, expected = make_dataset(tmp_path)
+    cmd = loader_cmd(emu, tmp_path / "work", inputs, "--shard-records", "60")
+    proc = subprocess.Popen(
+        [*cmd, "--workers", "2"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    emu.wait_for(lambda: sum(emu.counters().get("import", {}).values()) > 0, timeout=60)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    workers = [p for p in children if p.ppid() != proc.pid]  # the fork server's children
+    workers[0].kill()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err.decode()
+    assert "a worker process died" in err.decode()
+    assert "rerun the same command to resume" in err.decode()
+    done = subprocess.run(cmd, env=env(), capture_output=True, timeout=120, check=False)
+    assert done.returncode == 3, done.stderr.decode()
+    assert_exactly_once(emu, expected)
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_stops_cleanly_and_the_same_command_resumes(
     emulator_thread: EmulatorThread, tmp_path: Path, signum: int, code: int
