@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import logging
 import multiprocessing
 import os
 import threading
@@ -40,6 +41,8 @@ from ._work import (
     md5_pieces,
     validate_range,
 )
+
+log = logging.getLogger("bulkload")
 
 #: Where records from ``load_records`` say they came from, in rejects and the manifest.
 RECORDS_SOURCE = "<records>"
@@ -141,9 +144,11 @@ class Reader:
         except BrokenProcessPool as exc:
             writer.abort()
             raise WorkerError(
-                "a worker process died before finishing its part (most likely the system "
-                "killed it, e.g. out of memory); rerun the same command to resume (uploaded "
-                "shards are skipped), with --workers 0 to validate in this process instead"
+                "a worker process died before finishing its part: the system killed it (out "
+                "of memory?), or it could not start (from a script, worker processes import "
+                "the script: put its code under `if __name__ == '__main__':`). Rerun the same "
+                "command to resume (uploaded shards are skipped), with --workers 0 to do "
+                "everything in this process"
             ) from exc
         except BaseException:
             writer.abort()
@@ -155,6 +160,15 @@ class Reader:
     def _workers(self, sources: list[Source]) -> int:
         """How many worker processes: ``cfg.workers``, or if that is None, one per core (at
         most 8) when they pay off: 2+ cores and AUTO_WORKERS_BYTES of plain files."""
+        if multiprocessing.current_process().daemon:
+            # A daemonic process may not start processes (a Dask worker, say): validate here.
+            if self.cfg.workers:
+                log.warning(
+                    "--workers %d ignored: this process may not start processes "
+                    "(it is a daemonic process, e.g. a Dask worker)",
+                    self.cfg.workers,
+                )
+            return 0
         if self.cfg.workers is not None:
             return self.cfg.workers
         try:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -338,3 +340,25 @@ def test_a_line_without_end_stops_workers_with_its_line_number(tmp_path: Path) -
     ):
         bulkload.load("products", [str(src)], work_dir=tmp_path / "w", dry_run=True,
                       workers=2, block_size=64 * 1024, shard_max_bytes=1 << 20)  # fmt: skip
+
+
+def _load_in_daemon(path: str, work: str, out: Any) -> None:
+    result = bulkload.load("products", [path], work_dir=work, dry_run=True, workers=2)
+    out.put(result.records)
+
+
+def test_a_daemonic_process_validates_in_itself(tmp_path: Path) -> None:
+    """A daemonic process (a Dask worker, say) may not start processes: --workers is then
+    ignored with a warning rather than failing the load."""
+    src = write_lines(tmp_path / "in.jsonl", [record(i) for i in range(500)])
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(
+        target=_load_in_daemon, args=(str(src), str(tmp_path / "w"), out), daemon=True
+    )
+    proc.start()
+    try:
+        assert out.get(timeout=60) == 500
+    finally:
+        proc.join(timeout=60)
+    assert proc.exitcode == 0
