@@ -14,8 +14,10 @@ into the shard's own file, ``shard-000042.jsonl.partial``, fsynced, then renamed
 complete and durable: the uploader and a resumed run can trust it.
 
 Hashing (MD5 runs at ~700 MB/s, as costly as validating) and writing happen on a helper
-thread, one chunk behind the caller: both release the GIL, so they overlap with the
-validation of the next chunk instead of adding to it. One chunk in flight bounds memory.
+thread, one batch (a chunk, or small files' pieces up to a MiB) behind the caller: both
+release the GIL, so they overlap with the validation of the next chunk instead of adding to
+it. One batch in flight bounds memory. With worker processes, the caller hashes finished
+shards from disk instead (``hash_inline=False``) and this only writes copies.
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ from ._validate import ChunkResult
 DISK_RESERVE = 64 * MiB
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-#: Pieces smaller than this are hashed (and written) on the caller's thread.
-_INLINE_BELOW = 1 * MiB
+#: Pieces go to the helper thread in batches of at least this many bytes.
+_BATCH_BYTES = 1 * MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,8 @@ class ShardWriter:
         self._open: _OpenShard | None = None
         self._io: ThreadPoolExecutor | None = None  # hashes and writes, one chunk behind
         self._pending: Future[None] | None = None
+        self._batch: list[tuple[_OpenShard, memoryview, bool]] = []  # not yet handed over
+        self._batch_bytes = 0
 
     def feed(
         self, source: str, result: ChunkResult, origin: tuple[Path, int] | None = None
@@ -258,6 +262,7 @@ class ShardWriter:
 
     def abort(self) -> None:
         """Close and delete the partly written shard, e.g. after an error or on cancel."""
+        self._batch, self._batch_bytes = [], 0
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.exception()  # wait for it; its error, if any, is why we abort
@@ -290,31 +295,32 @@ class ShardWriter:
             raise
 
     def _write(self, shard: _OpenShard, data: memoryview, *, copy: bool = True) -> None:
-        """Hash (and with ``copy`` write) ``data`` on the helper thread, once the previous
-        write is done."""
-        self._drain()
+        """Hash (and with ``copy`` write) ``data`` on the helper thread, in order.
+
+        Pieces are handed over in batches of about a MiB: one hand-off per piece (a thread
+        wake-up and a GIL hand-off, ~0.1 ms) cost more than hashing a small file's piece,
+        and hashing them on this thread instead kept it from validating (many small files).
+        """
         if copy and self.write:
             if shard.file is None:
                 self._open_file(shard)
             shard.add_piece(shard.path, shard.file_bytes, len(data))
             shard.file_bytes += len(data)
         shard.bytes += len(data)
-        if len(data) < _INLINE_BELOW:
-            # Handing a small piece to the helper costs more (a thread wake-up and a GIL
-            # hand-off, ~0.1 ms) than hashing it here: inputs of many small files.
-            try:
-                _hash_and_write(shard, data, copy and self.write, self.hash_inline)
-            except OSError as exc:
-                self.abort()
-                if exc.errno in _NO_SPACE:
-                    raise self._disk_full(exc) from exc
-                raise
+        self._batch.append((shard, data, copy and self.write))
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= _BATCH_BYTES:
+            self._submit()
+
+    def _submit(self) -> None:
+        """Hand the batch to the helper once its previous batch is done."""
+        if not self._batch:
             return
+        self._drain()
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         if self._io is None:
             self._io = ThreadPoolExecutor(1, thread_name_prefix="bulkload-shard-writer")
-        self._pending = self._io.submit(
-            _hash_and_write, shard, data, copy and self.write, self.hash_inline
-        )
+        self._pending = self._io.submit(_hash_and_write_all, batch, self.hash_inline)
 
     def _drain(self) -> None:
         """Wait for the helper's last write; raise its error, after aborting."""
@@ -330,6 +336,7 @@ class ShardWriter:
             raise
 
     def _finish(self) -> ShardInfo:
+        self._submit()
         self._drain()
         shard = self._open
         assert shard is not None
@@ -373,6 +380,11 @@ class ShardWriter:
             f"{_human(self.max_bytes)} plus {_human(DISK_RESERVE)} to spare; free some space "
             "or lower --shard-size, then rerun to resume"
         )
+
+
+def _hash_and_write_all(batch: list[tuple[_OpenShard, memoryview, bool]], hash_it: bool) -> None:
+    for shard, data, write in batch:
+        _hash_and_write(shard, data, write, hash_it)
 
 
 def _hash_and_write(shard: _OpenShard, data: memoryview, write: bool, hash_it: bool) -> None:
