@@ -180,10 +180,12 @@ class Reader:
 
     def _in_place(self, source: Source) -> bool:
         """Whether clean blocks of ``source`` can be sent from the file itself: a local,
-        uncompressed JSONL file (--keep-shards asks for copies of everything)."""
+        uncompressed JSONL regular file (--keep-shards asks for copies of everything). Not
+        a pipe such as ``<(zcat x.gz)`` (its size is None): it cannot be read again."""
         return (
             not self.cfg.keep_shards
             and source.path is not None
+            and source.size is not None
             and not source.compression
             and source.format == "jsonl"
         )
@@ -213,8 +215,9 @@ class Reader:
         block = self.cfg.block_size
         depth = 2 * workers
         for source in sources:
-            if self._in_place(source) and source.size is not None:
+            if self._in_place(source):
                 assert source.path is not None
+                assert source.size is not None
                 check_plain_file(source)
                 lines = _LineCount()
                 for a in range(0, source.size, block):

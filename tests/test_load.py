@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -362,3 +364,30 @@ def test_a_daemonic_process_validates_in_itself(tmp_path: Path) -> None:
     finally:
         proc.join(timeout=60)
     assert proc.exitcode == 0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_named_pipe_is_read_once_and_copied(
+    emulator_thread: EmulatorThread, tmp_path: Path, workers: int
+) -> None:
+    """A pipe given as a file name (``<(zcat x.gz)``, a FIFO) cannot be read twice: its
+    records go into shard files, never sent "in place" from the pipe."""
+    lines = [record(i) for i in range(3000)]
+    fifo = tmp_path / "in.jsonl"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with fifo.open("wb") as f:
+            f.write(b"".join(line + b"\n" for line in lines))
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        result = bulkload.load(
+            "products", [str(fifo)], api_key=API_KEY, base_url=emulator_thread.base_url,
+            work_dir=tmp_path / "w", workers=workers, shard_max_records=1000,
+        )  # fmt: skip
+    finally:
+        writer.join()
+    assert (result.records, result.uploaded, result.exit_code) == (3000, 3, 0)
+    assert_exactly_once(emulator_thread, lines)
