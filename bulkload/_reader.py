@@ -181,11 +181,13 @@ class Reader:
     def _in_place(self, source: Source) -> bool:
         """Whether clean blocks of ``source`` can be sent from the file itself: a local,
         uncompressed JSONL regular file (--keep-shards asks for copies of everything). Not
-        a pipe such as ``<(zcat x.gz)`` (its size is None): it cannot be read again."""
+        a pipe such as ``<(zcat x.gz)`` (its size is None): it cannot be read again; nor a
+        file whose size says 0 (empty, or a /proc-like file whose content has no size),
+        which is read as a stream."""
         return (
             not self.cfg.keep_shards
             and source.path is not None
-            and source.size is not None
+            and bool(source.size)
             and not source.compression
             and source.format == "jsonl"
         )
