@@ -311,22 +311,32 @@ def test_worker_processes_give_the_same_shards_and_rejects(
     write_lines(tmp_path / "b.jsonl.gz", [*good[2000:3000], b"nope"])
     write_lines(tmp_path / "c.jsonl", good[3000:], newline_at_end=False)
     inputs = [str(tmp_path / name) for name in ("a.jsonl", "b.jsonl.gz", "c.jsonl")]
+    # Ids repeated far apart (other ranges, another file): the duplicate check must see
+    # every occurrence, with its line, either way.
+    dups = [good[5], good[1999], good[3500]]
+    write_lines(tmp_path / "d.jsonl", dups)
+    inputs.append(str(tmp_path / "d.jsonl"))
     common = dict(block_size=64 * 1024, shard_max_bytes=200_000, dry_run=True)
 
-    def shards(workers: int) -> tuple[list[tuple[str, int]], list[dict[str, object]]]:
+    def shards(workers: int) -> tuple[object, ...]:
         work = tmp_path / f"w{workers}"
-        bulkload.load("products", inputs, work_dir=work, workers=workers, **common)
+        bulkload.load(
+            "products", inputs, work_dir=work, workers=workers, check_duplicates=True, **common
+        )
         manifest = read_manifest(work)
-        got = [(s["md5"], s["records"]) for s in manifest["shards"]]
-        return got, read_rejects(work)
+        got = [(s["md5"], s["records"], s["sources"]) for s in manifest["shards"]]
+        found = (work / "duplicates.jsonl").read_bytes()
+        return got, read_rejects(work), found
 
-    assert shards(0) == shards(2)
+    with_workers = shards(2)
+    assert shards(0) == with_workers
+    assert with_workers[2].count(b"\n") == 3  # one line per repeated id
     result = bulkload.load(
         "products", inputs, api_key=API_KEY, base_url=emulator_thread.base_url,
         work_dir=tmp_path / "up", workers=2, block_size=64 * 1024, shard_max_bytes=200_000,
     )  # fmt: skip
-    assert (result.records, result.rejected, result.exit_code) == (4000, 2, 3)
-    assert_exactly_once(emulator_thread, good)
+    assert (result.records, result.rejected, result.exit_code) == (4003, 2, 3)
+    assert_exactly_once(emulator_thread, good + dups)
 
 
 def test_a_line_without_end_stops_workers_with_its_line_number(tmp_path: Path) -> None:
