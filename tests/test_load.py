@@ -401,3 +401,25 @@ def test_a_named_pipe_is_read_once_and_copied(
         writer.join()
     assert (result.records, result.uploaded, result.exit_code) == (3000, 3, 0)
     assert_exactly_once(emulator_thread, lines)
+
+
+def test_small_and_large_pieces_in_one_shard_arrive_intact(
+    emulator_thread: EmulatorThread, tmp_path: Path
+) -> None:
+    """Small files' pieces are read in groups, a large one in slices; one shard mixing
+    them arrives byte for byte (the emulator's ETag is the MD5 of what it received)."""
+    (tmp_path / "in").mkdir()
+    expected: list[bytes] = []
+    n = 0
+    for f, count in enumerate([1] * 40 + [6000] + [3] * 40):  # file 40 is ~2.5 MB
+        lines = [record(n + i, pad="z" * (i % 700)) for i in range(count)]
+        n += count
+        expected += lines
+        write_lines(tmp_path / "in" / f"part-{f:03d}.jsonl", lines)
+    result = bulkload.load(
+        "products", [str(tmp_path / "in")], api_key=API_KEY, base_url=emulator_thread.base_url,
+        work_dir=tmp_path / "w", workers=0,
+    )  # fmt: skip
+    manifest = read_manifest(tmp_path / "w")
+    assert (result.uploaded, result.exit_code, len(manifest["shards"])) == (1, 0, 1)
+    assert_exactly_once(emulator_thread, expected)
