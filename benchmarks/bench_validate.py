@@ -42,7 +42,7 @@ import orjson
 
 from bulkload._sources import Chunk, Source, iter_chunks, resolve_inputs
 from bulkload._validate import ChunkResult, ValidateOptions, validate_chunk
-from bulkload._work import RangeResult, validate_range
+from bulkload._work import RangeResult, validate_ranges
 
 from ._common import DATA_DIR, MiB, cpu
 from .datasets import ensure_data
@@ -128,34 +128,46 @@ def validate_pool(source: Source, workers: int) -> int:
 
 def validate_pool_ranges(sources: Sources, workers: int) -> int:
     """bulkload's own worker method: fixed byte ranges of each file, each worker finding its
-    lines and reading them from the page cache (``_work.validate_range``); this process
-    reads nothing. Only the records of a range that differ from the file come back."""
+    lines and reading them from the page cache (``_work.validate_ranges``); small files go
+    several to a task; this process reads nothing. Only records that differ from the file
+    come back."""
     n = 0
     opts = ValidateOptions()
     block = 8 * MiB
+    tasks: list[list[tuple[str, int, int, int]]] = []
+    small: list[tuple[str, int, int, int]] = []
+    for source in [sources] if isinstance(sources, Source) else sources:
+        assert source.size is not None
+        path, size = str(source.path), source.size
+        if size < block:
+            small.append((path, 0, size, size))
+            if sum(r[2] for r in small) >= block:
+                tasks.append(small)
+                small = []
+            continue
+        tasks += [[(path, a, min(a + block, size), size)] for a in range(0, size, block)]
+    if small:
+        tasks.append(small)
     # bulkload starts its workers from a forkserver; forked here (this process has one
     # thread), they are this process's children, so their CPU time is counted.
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-        window: deque[Future[RangeResult]] = deque()
-        for source in [sources] if isinstance(sources, Source) else sources:
-            assert source.path is not None
-            assert source.size is not None
-            for a in range(0, source.size, block):
-                b = min(a + block, source.size)
-                window.append(
-                    pool.submit(validate_range, str(source.path), a, b, source.size, opts, 1 << 30)
-                )
-                if len(window) >= 2 * workers:
-                    n += _range_bytes(window.popleft())
+        window: deque[Future[list[RangeResult | BaseException]]] = deque()
+        for task in tasks:
+            window.append(pool.submit(validate_ranges, task, opts, 1 << 30))
+            if len(window) >= 2 * workers:
+                n += _task_bytes(window.popleft())
         while window:
-            n += _range_bytes(window.popleft())
+            n += _task_bytes(window.popleft())
     return n
 
 
-def _range_bytes(future: Future[RangeResult]) -> int:
-    r = future.result()
-    assert not r.result.rejects
-    return r.end - r.start
+def _task_bytes(future: Future[list[RangeResult | BaseException]]) -> int:
+    n = 0
+    for r in future.result():
+        assert isinstance(r, RangeResult)
+        assert not r.result.rejects
+        n += r.end - r.start
+    return n
 
 
 def orjson_loop(source: Source) -> int:

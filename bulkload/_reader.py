@@ -39,7 +39,7 @@ from ._work import (
     RangeResult,
     exit_with_parent,
     md5_pieces,
-    validate_range,
+    validate_ranges,
 )
 
 log = logging.getLogger("bulkload")
@@ -52,6 +52,8 @@ _RECORD_BATCH_BYTES = 4 << 20
 #: measured on 2 cores, 256 MiB loads about as fast either way, 1 GiB 15-20 % faster with
 #: them (README, Performance).
 AUTO_WORKERS_BYTES = 256 << 20
+#: Most small files validated by one worker task (their bytes add up to a block at most).
+_FILES_PER_TASK = 1000
 #: The shortest line that stops a run rather than being held whole (see _validated).
 _MIN_LINE_LIMIT = 64 << 20
 
@@ -114,7 +116,14 @@ class Reader:
         disk and handed over once its MD5 is known; meanwhile reading goes on.
         """
         workers = self._workers(sources)
-        pool = _worker_pool(workers) if workers > 0 else None
+        pool = None
+        if workers > 0:
+            try:
+                pool = _worker_pool(workers)
+            except (OSError, ImportError, NotImplementedError) as exc:
+                # No POSIX semaphores (some containers lack /dev/shm): do it all here.
+                log.warning("no worker processes (%s); validating in this process", exc)
+                workers = 0
         writer = self._writer(hash_inline=pool is None)
         hashing: deque[tuple[ShardInfo, Future[str]]] = deque()
 
@@ -210,37 +219,62 @@ class Reader:
                     yield _Validated(source, chunk.offset, len(chunk.data), clean, result)
             return
         # Work spreads over the worker processes, results come back in input order, at most
-        # 2 blocks per worker in flight (bounded memory), across file boundaries so that
+        # 2 tasks per worker in flight (bounded memory), across file boundaries so that
         # many small files keep every worker busy. A plain file is not read here at all:
-        # workers get byte ranges (see _work). Other sources are read here and sent whole.
-        window: deque[Callable[[], _Validated]] = deque()
+        # workers get byte ranges (see _work), and small files go several to a task (one
+        # task per 64 KiB file spent more on the hand-off than on validating). Other sources
+        # are read here and sent whole.
+        window: deque[Callable[[], list[_Validated]]] = deque()
         block = self.cfg.block_size
         depth = 2 * workers
+        small: list[tuple[Source, int, int, _LineCount]] = []  # whole small files, pending
+        small_bytes = 0
+
+        def send(entries: list[tuple[Source, int, int, _LineCount]]) -> None:
+            ranges = [(str(s.path), a, b, s.size or 0) for s, a, b, _ in entries]
+            future = pool.submit(validate_ranges, ranges, self.vopts, limit)
+            window.append(functools.partial(_settle_ranges, entries, future))
+
         for source in sources:
+            if self.stop.is_set():
+                raise Stop
             if self._in_place(source):
-                assert source.path is not None
                 assert source.size is not None
                 check_plain_file(source)
-                lines = _LineCount()
-                for a in range(0, source.size, block):
-                    if self.stop.is_set():
-                        raise Stop
-                    b = min(a + block, source.size)
-                    args = (str(source.path), a, b, source.size, self.vopts, limit)
-                    future = pool.submit(validate_range, *args)
-                    window.append(functools.partial(_settle_range, source, a, lines, future))
-                    if len(window) >= depth:
-                        yield window.popleft()()
+                if source.size < block:
+                    small.append((source, 0, source.size, _LineCount()))
+                    small_bytes += source.size
+                    if small_bytes >= block or len(small) >= _FILES_PER_TASK:
+                        send(small)
+                        small, small_bytes = [], 0
+                else:
+                    if small:
+                        send(small)
+                        small, small_bytes = [], 0
+                    lines = _LineCount()
+                    for a in range(0, source.size, block):
+                        if self.stop.is_set():
+                            raise Stop
+                        send([(source, a, min(a + block, source.size), lines)])
+                        while len(window) >= depth:
+                            yield from window.popleft()()
+                while len(window) >= depth:
+                    yield from window.popleft()()
                 continue
+            if small:
+                send(small)
+                small, small_bytes = [], 0
             for chunk in iter_chunks(source, block, max_line_bytes=limit):
                 if self.stop.is_set():
                     raise Stop
                 sent = pool.submit(validate_chunk, chunk.data, chunk.first_line, self.vopts)
                 window.append(functools.partial(_settle_block, source, chunk, sent))
-                if len(window) >= depth:
-                    yield window.popleft()()
+                while len(window) >= depth:
+                    yield from window.popleft()()
+        if small:
+            send(small)
         while window:
-            yield window.popleft()()
+            yield from window.popleft()()
 
     def take(
         self,
@@ -356,35 +390,43 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)
 
 
-def _settle_range(
-    source: Source, a: int, lines: _LineCount, future: Future[RangeResult]
-) -> _Validated:
-    """A byte range's result, with its line numbers made absolute; worker errors become
-    SourceErrors that name the file and line."""
-    try:
-        r = future.result()
-    except LineTooLongError as exc:
-        raise line_too_long(source, lines.seen + exc.line, exc.limit) from None
-    except FileChangedError as exc:
-        raise SourceError(
+def _settle_ranges(
+    entries: list[tuple[Source, int, int, _LineCount]],
+    future: Future[list[RangeResult | BaseException]],
+) -> list[_Validated]:
+    """A task's byte ranges, with line numbers made absolute; a worker's error becomes a
+    SourceError that names the file and line."""
+    settled = []
+    for (source, a, _, lines), r in zip(entries, future.result(), strict=True):
+        if isinstance(r, BaseException):
+            raise _source_error(source, a, lines, r)
+        result = _shift_lines(r.result, lines.seen)
+        lines.seen += result.lines
+        settled.append(_Validated(source, r.start, r.end - r.start, r.clean, result))
+    return settled
+
+
+def _source_error(source: Source, a: int, lines: _LineCount, exc: BaseException) -> BaseException:
+    if isinstance(exc, LineTooLongError):
+        return line_too_long(source, lines.seen + exc.line, exc.limit)
+    if isinstance(exc, FileChangedError):
+        return SourceError(
             f"{source.display}: the file changed while it was read ({exc.planned:,} bytes "
             f"when the run started, {exc.now:,} now); rerun once nothing writes to it",
             path=source.display,
-        ) from None
-    except OSError as exc:
-        raise SourceError(
+        )
+    if isinstance(exc, OSError):
+        return SourceError(
             f"{source.display}: read error near byte {a:,}: {exc.strerror or exc}; check the "
             "disk or file system and rerun to resume",
             path=source.display,
-        ) from exc
-    result = _shift_lines(r.result, lines.seen)
-    lines.seen += result.lines
-    return _Validated(source, r.start, r.end - r.start, r.clean, result)
+        )
+    return exc
 
 
-def _settle_block(source: Source, chunk: Chunk, future: Future[ChunkResult]) -> _Validated:
+def _settle_block(source: Source, chunk: Chunk, future: Future[ChunkResult]) -> list[_Validated]:
     result = _with_source_rejects(chunk, future.result())
-    return _Validated(source, chunk.offset, len(chunk.data), False, result)
+    return [_Validated(source, chunk.offset, len(chunk.data), False, result)]
 
 
 def _shift_lines(result: ChunkResult, by: int) -> ChunkResult:

@@ -105,6 +105,20 @@ def validate_range(
     return RangeResult(start, end, clean, result)
 
 
+def validate_ranges(
+    ranges: list[tuple[str, int, int, int]], opts: ValidateOptions, max_line: int
+) -> list[RangeResult | BaseException]:
+    """:func:`validate_range` for each (path, a, b, size): a task of many small files. An
+    error takes its range's place in the list, so that the caller raises it in order."""
+    results: list[RangeResult | BaseException] = []
+    for path, a, b, size in ranges:
+        try:
+            results.append(validate_range(path, a, b, size, opts, max_line))
+        except (FileChangedError, LineTooLongError, OSError) as exc:
+            results.append(exc)
+    return results
+
+
 def _first_line_start(fd: int, a: int, b: int) -> int:
     """The first offset in ``a..b`` where a line starts (just after a newline, or the file's
     start, past a UTF-8 BOM); ``b`` if none does."""
