@@ -96,11 +96,14 @@ class LoadConfig:
     check_duplicates: bool = False
     max_bandwidth: float | None = None
     max_rps: float | None = None
-    #: Worker processes that validate byte ranges of plain files and hash shards; 0 does it
-    #: all in the loader's own threads. None (the default) picks: one per CPU core (at most
-    #: 8) when there are 2 or more cores and at least 256 MiB of plain JSONL files to read,
-    #: else 0 (for less, starting the processes costs more than they save).
-    workers: int | None = None
+    #: Worker processes that validate byte ranges of plain files and hash shards; 0 (the
+    #: library's default) does it all in the loader's own threads. None picks, as the CLI
+    #: does: one per CPU core (at most 8) when there are 2 or more cores and at least
+    #: 256 MiB of plain JSONL files to read, else 0 (for less, starting the processes costs
+    #: more than they save). Worker processes import the program's main module, as every
+    #: multiprocessing child does: a script that asks for them keeps its code under
+    #: ``if __name__ == "__main__":``.
+    workers: int | None = 0
     block_size: int = 8 * MiB
     restart: bool = False
     grace: float = 30.0

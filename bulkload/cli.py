@@ -375,7 +375,6 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
         "shard_max_bytes": args.shard_size,
         "shard_max_records": args.shard_records,
         "upload_concurrency": args.concurrency,
-        "workers": args.workers,
         "id_field": args.id_field,
         "max_rejects": args.max_rejects,
         "max_bandwidth": args.max_bandwidth,
@@ -385,6 +384,7 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
     }
     config = LoadConfig(
         **{k: v for k, v in overrides.items() if v is not None},
+        workers=args.workers,  # None: chosen by input size and cores
         coerce_id=args.coerce_id,
         check_duplicates=args.check_duplicates,
         keep_shards=args.keep_shards,

@@ -10,13 +10,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bulkload._reader import _shift_lines
+from bulkload._config import LoadConfig
+from bulkload._progress import Stats
+from bulkload._reader import Reader, _shift_lines
+from bulkload._sources import Source, compression_of
 from bulkload._validate import ValidateOptions, validate_chunk
 from bulkload._work import FileChangedError, LineTooLongError, md5_pieces, validate_range
 
@@ -146,3 +152,26 @@ def test_every_range_boundary_of_a_small_file(tmp_path: Path) -> None:
     whole = validate_whole(path)
     for block in itertools.chain(range(1, 40), [path.stat().st_size]):
         assert validate_by_ranges(path, block) == whole, block
+
+
+def test_how_many_workers(tmp_path: Path) -> None:
+    """The library starts none unless asked; None (the CLI's default) starts one per core,
+    at most 8, for 256 MiB or more of plain JSONL, and none for less or for other inputs."""
+    cores = len(os.sched_getaffinity(0))
+    auto = min(cores, 8) if cores >= 2 else 0
+
+    def workers(sources: list[Source], **options: Any) -> int:
+        reader = Reader(LoadConfig(**options), Stats(), tmp_path, threading.Event())
+        return reader._workers(sources)
+
+    def source(name: str, size: int | None) -> Source:
+        return Source(name, Path(name), compression_of(name), size, 0, "jsonl")
+
+    big = [source("a.jsonl", 200 << 20), source("b.jsonl", 56 << 20)]
+    assert workers(big) == 0  # the library's default
+    assert workers(big, workers=3) == 3
+    assert workers(big, workers=None) == auto
+    assert workers(big[:1], workers=None) == 0  # under 256 MiB
+    assert workers([source("a.jsonl.gz", 1 << 30)], workers=None) == 0  # not plain
+    assert workers([source("fifo", None)], workers=None) == 0  # a pipe
+    assert workers(big, workers=None, keep_shards=True) == 0  # copies everything anyway
