@@ -39,6 +39,7 @@ from ._work import (
     RangeResult,
     exit_with_parent,
     md5_pieces,
+    validate_block,
     validate_ranges,
 )
 
@@ -267,7 +268,7 @@ class Reader:
             for chunk in iter_chunks(source, block, max_line_bytes=limit):
                 if self.stop.is_set():
                     raise Stop
-                sent = pool.submit(validate_chunk, chunk.data, chunk.first_line, self.vopts)
+                sent = pool.submit(validate_block, chunk.data, chunk.first_line, self.vopts)
                 window.append(functools.partial(_settle_block, source, chunk, sent))
                 while len(window) >= depth:
                     yield from window.popleft()()
@@ -425,7 +426,10 @@ def _source_error(source: Source, a: int, lines: _LineCount, exc: BaseException)
 
 
 def _settle_block(source: Source, chunk: Chunk, future: Future[ChunkResult]) -> list[_Validated]:
-    result = _with_source_rejects(chunk, future.result())
+    result = future.result()
+    if chunk.data and not result.data and result.ends:
+        result.data = chunk.data  # the records are the block itself: not sent back
+    result = _with_source_rejects(chunk, result)
     return [_Validated(source, chunk.offset, len(chunk.data), False, result)]
 
 

@@ -119,6 +119,15 @@ def validate_ranges(
     return results
 
 
+def validate_block(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult:
+    """Validate a block that was sent whole (a compressed or remote input). When the records
+    are the block itself, ``data`` is left out of the answer: the sender has the bytes."""
+    result = validate_chunk(data, first_line, opts)
+    if result.data is data:
+        result.data = b""
+    return result
+
+
 def _first_line_start(fd: int, a: int, b: int) -> int:
     """The first offset in ``a..b`` where a line starts (just after a newline, or the file's
     start, past a UTF-8 BOM); ``b`` if none does."""
