@@ -125,6 +125,8 @@ class Reader:
                 # No POSIX semaphores (some containers lack /dev/shm): do it all here.
                 log.warning("no worker processes (%s); validating in this process", exc)
                 workers = 0
+        if pool is not None:
+            log.info("%d worker processes validate and hash (--workers)", workers)
         writer = self._writer(hash_inline=pool is None)
         hashing: deque[tuple[ShardInfo, Future[str]]] = deque()
 
