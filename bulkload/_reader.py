@@ -39,6 +39,7 @@ from ._work import (
     RangeResult,
     exit_with_parent,
     md5_pieces,
+    ready,
     validate_block,
     validate_ranges,
 )
@@ -53,6 +54,8 @@ _RECORD_BATCH_BYTES = 4 << 20
 #: measured on 2 cores, 256 MiB loads about as fast either way, 1 GiB 15-20 % faster with
 #: them (README, Performance).
 AUTO_WORKERS_BYTES = 256 << 20
+#: How long the first worker may take to answer before the load goes on without workers.
+_POOL_START_TIMEOUT = 60.0
 #: Most small files validated by one worker task (their bytes add up to a block at most).
 _FILES_PER_TASK = 1000
 #: The shortest line that stops a run rather than being held whole (see _validated).
@@ -117,14 +120,9 @@ class Reader:
         disk and handed over once its MD5 is known; meanwhile reading goes on.
         """
         workers = self._workers(sources)
-        pool = None
-        if workers > 0:
-            try:
-                pool = _worker_pool(workers)
-            except (OSError, ImportError, NotImplementedError) as exc:
-                # No POSIX semaphores (some containers lack /dev/shm): do it all here.
-                log.warning("no worker processes (%s); validating in this process", exc)
-                workers = 0
+        pool = _start_pool(workers) if workers > 0 else None
+        if pool is None:
+            workers = 0
         if pool is not None:
             log.info("%d worker processes validate and hash (--workers)", workers)
         writer = self._writer(hash_inline=pool is None)
@@ -156,11 +154,9 @@ class Reader:
         except BrokenProcessPool as exc:
             writer.abort()
             raise WorkerError(
-                "a worker process died before finishing its part: the system killed it (out "
-                "of memory?), or it could not start (from a script, worker processes import "
-                "the script: put its code under `if __name__ == '__main__':`). Rerun the same "
-                "command to resume (uploaded shards are skipped), with --workers 0 to do "
-                "everything in this process"
+                "a worker process died before finishing its part (most likely the system "
+                "killed it, e.g. out of memory); rerun the same command to resume (uploaded "
+                "shards are skipped), with --workers 0 to do everything in this process"
             ) from exc
         except BaseException:
             writer.abort()
@@ -381,6 +377,26 @@ class _LineCount:
 
     def __init__(self) -> None:
         self.seen = 0
+
+
+def _start_pool(workers: int) -> ProcessPoolExecutor | None:
+    """A pool whose first worker answered; None, with a warning, if processes cannot start
+    here (no POSIX semaphores without /dev/shm, no socket for the fork server, a script
+    without a ``__main__`` guard): the load then runs in this process."""
+    pool = None
+    try:
+        pool = _worker_pool(workers)
+        pool.submit(ready).result(timeout=_POOL_START_TIMEOUT)
+    except (OSError, ImportError, NotImplementedError, RuntimeError, BrokenProcessPool) as exc:
+        log.warning(
+            "worker processes could not start (%s); validating in this process instead. "
+            "(From a script, keep its code under `if __name__ == '__main__':`.)",
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        )
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return None
+    return pool
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:

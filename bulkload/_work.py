@@ -77,6 +77,11 @@ def exit_with_parent() -> None:
     threading.Thread(target=watch, name="bulkload-exit-with-parent", daemon=True).start()
 
 
+def ready() -> bool:
+    """A first task: answers once a worker has started."""
+    return True
+
+
 def validate_range(
     path: str, a: int, b: int, size: int, opts: ValidateOptions, max_line: int
 ) -> RangeResult:

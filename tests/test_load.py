@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -425,3 +426,22 @@ def test_small_and_large_pieces_in_one_shard_arrive_intact(
     manifest = read_manifest(tmp_path / "w")
     assert (result.uploaded, result.exit_code, len(manifest["shards"])) == (1, 0, 1)
     assert_exactly_once(emulator_thread, expected)
+
+
+def test_an_unguarded_script_asking_for_workers_still_loads(tmp_path: Path) -> None:
+    """Worker processes import the main script; one without `if __name__ == "__main__":`
+    makes them fail to start. The load then runs without them, and says why."""
+    write_lines(tmp_path / "in.jsonl", [record(i) for i in range(500)])
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import bulkload\n"
+        "r = bulkload.load('products', ['in.jsonl'], work_dir='w', dry_run=True, workers=2)\n"
+        "print('records', r.records)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().strip().splitlines()[-1] == "records 500"
+    assert "worker processes could not start" in done.stderr.decode()
+    assert "if __name__ == '__main__':" in done.stderr.decode()

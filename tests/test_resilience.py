@@ -170,7 +170,7 @@ def test_a_worker_killed_mid_run_stops_the_run_with_advice_and_resume_completes(
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 1, err.decode()
     assert "a worker process died" in err.decode()
-    assert "Rerun the same command to resume" in err.decode()
+    assert "rerun the same command to resume" in err.decode()
     done = subprocess.run(cmd, env=env(), capture_output=True, timeout=120, check=False)
     assert done.returncode == 3, done.stderr.decode()
     assert_exactly_once(emu, expected)
