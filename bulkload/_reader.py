@@ -138,7 +138,16 @@ class Reader:
                 hashing.append((shard, pool.submit(md5_pieces, pieces)))
             while hashing and (wait or hashing[0][1].done()):
                 shard, future = hashing.popleft()
-                hand_over(dataclasses.replace(shard, md5=future.result()))
+                try:
+                    md5 = future.result()
+                except FileChangedError as exc:
+                    raise SourceError(
+                        f"{exc.path}: the file changed while it was read (shard {shard.index} "
+                        f"needs bytes up to {exc.planned:,}, it ends at {exc.now:,}); rerun "
+                        "once nothing writes to it",
+                        path=exc.path,
+                    ) from None
+                hand_over(dataclasses.replace(shard, md5=md5))
 
         try:
             for item in self._validated(sources, pool, workers):
