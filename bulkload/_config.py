@@ -111,6 +111,13 @@ class LoadConfig:
     #: ``(index, count)``: load only worker ``index``'s share (0-based) of the inputs split
     #: ``count`` ways by size (see ``partition_inputs``); None loads every input.
     partition: tuple[int, int] | None = None
+    #: Compare an ETag that looks like an MD5 (and comes without SSE-KMS/SSE-C headers)
+    #: with the shard's MD5; turn off only for a store whose ETags are opaque 32-hex
+    #: strings without saying so (some S3-compatible stores).
+    verify_etag: bool = True
+    #: Send again, under a new request, the records of every shard whose request failed
+    #: processing on the server (as ``status``/``wait`` recorded in the work dir).
+    resend_failed: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.shard_max_bytes <= MAX_SHARD_BYTES:

@@ -17,14 +17,15 @@ from typing import Any
 
 import aiohttp
 
-from ._api import ApiClient, ImportTicket
-from ._errors import ApiError
+from ._api import ApiClient, ImportTicket, is_md5
+from ._errors import ApiError, option
+from ._http import redact_text
 from ._manifest import RunState, now_iso
 from ._progress import Stats
 from ._retry import RetryPolicy
 from ._shard import ShardInfo
 from ._throttle import AdaptiveLimit, RateLimiter
-from ._upload import PutFailure, put_shard
+from ._upload import PutFailure, PutOutcome, Stored, put_shard
 
 log = logging.getLogger("bulkload")
 
@@ -46,6 +47,9 @@ class Deliverer:
     stats: Stats
     bandwidth: RateLimiter | None = None
     keep_files: bool = False
+    #: Compare an ETag that looks like an MD5 with the shard's MD5 (off only for stores
+    #: whose ETags are opaque 32-hex strings without saying so).
+    verify_etag: bool = True
     #: Whether any import call has succeeded: before that, an API that cannot be reached or
     #: keeps failing is a fatal error of the run (exit 1), after it a failure of one shard
     #: (exit 4), the others going on.
@@ -55,8 +59,9 @@ class Deliverer:
     async def deliver(self, shard: ShardInfo) -> None:
         """Upload ``shard`` until it is stored or has failed for good (journaled either way).
 
-        Raises ``AuthError`` (and ``ApiError`` while the API was never reachable), which
-        stop the whole run. On cancellation: the PUT is abandoned; the journal has its URL.
+        Raises ``AuthError``, and ``ApiError`` while the API has never answered properly or
+        for an error that every shard would meet (the base URL, the namespace): those stop
+        the whole run. On cancellation: the PUT is abandoned; the journal has its URL.
         """
         entry = self.state.shards[shard.index]
         attempts = 0
@@ -70,7 +75,7 @@ class Deliverer:
                 try:
                     ticket = await self.api.create_import(self.namespace)
                 except ApiError as exc:
-                    if not self.api_ok or (exc.status is not None and exc.status < 500):
+                    if not self.api_ok or not exc.transient:
                         raise  # the key, the base URL, the namespace: every shard would fail
                     await self._fail(shard, attempts, str(exc))
                     return
@@ -85,32 +90,28 @@ class Deliverer:
                 self.stats.bytes_uploaded += n
 
             try:
-                etag = await put_shard(
+                stored = await put_shard(
                     self.session,
                     ticket.upload_url,
                     shard.pieces,
                     on_bytes=count,
                     bandwidth=self.bandwidth,
                 )
-                if _is_md5(etag) and etag.lower() != shard.md5:
-                    raise PutFailure(
-                        f"shard {shard.index}: the stored object's ETag {etag} is not the "
-                        f"shard's MD5 {shard.md5}: the body was damaged on the way, or an "
-                        "input file changed while it was being sent",
-                        "retry",
-                    )
+                verified, note = self._check_etag(shard, stored)
             except PutFailure as failure:
                 self.stats.bytes_uploaded -= sent
-                if failure.kind == "expired" and renewals < MAX_RENEWALS:
+                if failure.kind is PutOutcome.EXPIRED and renewals < MAX_RENEWALS:
                     renewals += 1
                     await self._record(
                         {"t": "abandon", "index": shard.index, "reason": str(failure)}
                     )
                     continue
-                if failure.kind == "throttled":
+                if failure.kind is PutOutcome.THROTTLED:
                     self.limit.throttled(failure.retry_after)
-                if failure.kind == "fatal" or attempts > self.policy.max_retries:
-                    await self._fail(shard, attempts, str(failure))
+                final = failure.kind in (PutOutcome.FATAL, PutOutcome.SOURCE)
+                if final or attempts > self.policy.max_retries:
+                    rerun_helps = failure.kind is not PutOutcome.SOURCE
+                    await self._fail(shard, attempts, str(failure), rerun_helps=rerun_helps)
                     return
                 log.info(
                     "shard %d: attempt %d failed: %s; retrying", shard.index, attempts, failure
@@ -121,28 +122,67 @@ class Deliverer:
                 {
                     "t": "uploaded",
                     "index": shard.index,
-                    "etag": etag,
+                    "etag": stored.etag,
+                    "etag_verified": verified,
+                    **({"etag_note": note} if note else {}),
                     "attempts": attempts,
                     "at": now_iso(),
                 }
             )
             await self.limit.succeeded()
             self.stats.uploaded += 1
+            self.stats.records_uploaded += shard.records
+            self.stats.bytes_confirmed += shard.bytes
             if not self.keep_files:
                 await asyncio.to_thread(remove_shard_file, shard)
             return
 
-    async def _fail(self, shard: ShardInfo, attempts: int, error: str) -> None:
+    def _check_etag(self, shard: ShardInfo, stored: Stored) -> tuple[bool, str | None]:
+        """Whether the store's ETag proves it holds the shard's bytes, and if not, why.
+
+        S3's ETag is the body's MD5 only for a plaintext or SSE-S3 single-part object; with
+        SSE-KMS or SSE-C it is an opaque string that is often 32 hex digits too, so the
+        encryption headers decide. Raises ``PutFailure`` (retry) when an MD5 ETag differs:
+        the body was damaged on the way, or an input changed while it was sent.
+        """
+        etag = stored.etag
+        if stored.encryption is not None:
+            return False, f"the store encrypts with {stored.encryption}: its ETag is not an MD5"
+        if not is_md5(etag):
+            shown = repr(etag[:40]) if etag else "none"
+            return False, f"the store's ETag ({shown}) is not an MD5 (a multipart or non-S3 store)"
+        if not self.verify_etag:
+            return False, "the ETag check is turned off"
+        if etag.lower() != shard.md5:
+            raise PutFailure(
+                f"shard {shard.index}: the stored object's ETag {etag} is not the shard's MD5 "
+                f"{shard.md5}: the body was damaged on the way, or an input file changed while "
+                "it was being sent (if this store's ETags are never MD5s — some S3-compatible "
+                f"stores — use {option('--no-etag-check', 'verify_etag=False')})",
+                PutOutcome.RETRY,
+            )
+        return True, None
+
+    async def _fail(
+        self, shard: ShardInfo, attempts: int, error: str, *, rerun_helps: bool = True
+    ) -> None:
+        error = redact_text(error)
         log.warning(
-            "shard %d: upload failed after %d attempt(s) (last: %s); rerun the same command "
-            "to retry it",
+            "shard %d: upload failed after %d attempt(s) (last: %s)%s",
             shard.index,
             attempts,
             error,
+            "; rerun the same command to retry it" if rerun_helps else "",
         )
-        await self._record(
-            {"t": "failed", "index": shard.index, "error": error, "attempts": attempts}
-        )
+        event: dict[str, Any] = {
+            "t": "failed",
+            "index": shard.index,
+            "error": error,
+            "attempts": attempts,
+        }
+        if not rerun_helps:
+            event["restart"] = True  # the inputs changed: a plain rerun would be refused
+        await self._record(event)
         self.stats.failed += 1
         self.failed.append(shard.index)
 
@@ -164,8 +204,3 @@ def _ticket_event(index: int, ticket: ImportTicket) -> dict[str, Any]:
         "upload_url": ticket.upload_url,
         "expires_at": ticket.expires_at.isoformat() if ticket.expires_at else None,
     }
-
-
-def _is_md5(etag: str) -> bool:
-    """A plain single-part PUT's ETag is the hex MD5; multipart ones carry a ``-N`` suffix."""
-    return len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag)

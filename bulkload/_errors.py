@@ -9,6 +9,7 @@ chained with ``raise ... from exc``.
 
     BulkloadError
     ├── ConfigError(BulkloadError, ValueError)    a bad option value
+    │   └── MissingKeyError                       no usable API key
     ├── SourceError                               an input cannot be read (path, line_no)
     ├── DiskSpaceError                            the work dir is (nearly) full
     ├── StateError                                the work dir does not match this run
@@ -32,6 +33,11 @@ class BulkloadError(Exception):
 
 class ConfigError(BulkloadError, ValueError):
     """An option has a value bulkload cannot use."""
+
+
+class MissingKeyError(ConfigError):
+    """No usable API key: none given, or its file cannot be read. A fatal error (exit 1),
+    not a usage error: the command line was right, the environment is not."""
 
 
 class SourceError(BulkloadError):
@@ -60,12 +66,19 @@ class WorkerError(BulkloadError):
 
 
 class ApiError(BulkloadError):
-    """The SafetyKit API answered with an error, or could not be reached."""
+    """The SafetyKit API answered with an error, or could not be reached.
 
-    def __init__(self, message: str, *, status: int | None = None, body: str = ""):
+    ``transient`` marks a call that failed only after every retry for a reason worth
+    retrying (the network, a 5xx, a 429, an answer that was not the API's): once the API has
+    answered a run properly, such a failure costs one shard, not the run."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, body: str = "", transient: bool = False
+    ):
         super().__init__(message)
         self.status = status
         self.body = body
+        self.transient = transient
 
 
 class AuthError(ApiError):
@@ -74,3 +87,20 @@ class AuthError(ApiError):
 
 class UsageError(BulkloadError, RuntimeError):
     """The library was used wrongly, e.g. a Loader used after it was closed."""
+
+
+#: Who reads bulkload's messages: a library caller, unless the command line said otherwise.
+#: Advice names options the way the reader can act on them (``--restart`` in a shell,
+#: ``restart=True`` in Python); a process-wide choice, made once by ``bulkload.cli.main``.
+_speaking_to_cli = False
+
+
+def speak_to_cli() -> None:
+    """Word advice in messages with command-line flags (the CLI calls this once)."""
+    global _speaking_to_cli
+    _speaking_to_cli = True
+
+
+def option(flag: str, keyword: str) -> str:
+    """An option as the reader writes it: ``option("--restart", "restart=True")``."""
+    return flag if _speaking_to_cli else keyword

@@ -3,37 +3,40 @@
 ``wait`` polls each requestId with its own backoff (about 1 s growing to a minute, with
 jitter) under a global rate cap, records each request's processing status in the manifest
 as it changes, downloads the results of each request as soon as it succeeds, and at the end
-joins every result back to the source file and line of its record.
+joins every result back to the source file and line of its record (``_results``).
+
+The API's answers are held to the same rules as during a load: one that cannot be had
+(unreachable, malformed, cut short) after every retry stops the command only while no call
+has been answered properly yet (the base URL or the key is wrong); after that it is one
+request's problem, named in the result, and the others go on.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
+import logging
 import os
 import random
+import shlex
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiofiles
-import aiofiles.os
 import aiohttp
-import orjson
 
-from ._api import ApiClient, RequestStatus
+from ._api import ApiClient, DownloadFailure, RequestStatus
 from ._config import DEFAULT_BASE_URL
-from ._errors import ApiError, BulkloadError, ConfigError, StateError
-from ._http import TRANSIENT_ERRORS, Secret, describe_exception, make_session, redact_url
-from ._manifest import RunState
-from ._remote import is_url, reopen
+from ._errors import ApiError, ConfigError, MissingKeyError, StateError, UsageError, option
+from ._http import Secret, make_session, redact_text
+from ._manifest import MANIFEST, RunState
+from ._results import SourceLines, locate_lines, reconcile, unreadable_notes
 from ._retry import RetryPolicy
-from ._sources import Source, format_of, iter_chunks
 from ._throttle import api_rate
-from ._validate import ValidateOptions, validate_chunk
+
+log = logging.getLogger("bulkload")
 
 #: First poll delay and its cap: processing takes seconds to hours; polling a finished-in-
 #: an-hour request every second would waste 3,600 calls, every minute only a minute.
@@ -57,6 +60,9 @@ class StatusChange:
 
 @dataclass(slots=True)
 class WaitResult:
+    """What ``status`` or ``wait`` found: counts per processing status, the failures with
+    their source lines, what could not be learnt or checked, and the exit code."""
+
     requests: int = 0
     succeeded: int = 0
     failed: int = 0
@@ -68,14 +74,30 @@ class WaitResult:
     failures: list[dict[str, Any]] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
     statuses: dict[str, int] = field(default_factory=dict)
+    #: Requests whose status (or results) could not be had after every retry, and why.
+    errors: list[str] = field(default_factory=list)
+    #: What could not be checked (a source that cannot be read from here), in words.
+    unchecked: list[str] = field(default_factory=list)
+    #: The command that sends the failed requests' records again (None: nothing to resend).
+    resend_command: str | None = None
 
     @property
     def exit_code(self) -> int:
-        if self.timed_out or self.unfinished:
+        """``wait``'s rule: 1 if anything is unfinished or unknown, else 4 if anything
+        failed or was never uploaded, else 0."""
+        if self.timed_out or self.unfinished or self.errors:
             return 1
         if self.failed or self.not_uploaded:
             return 4
         return 0
+
+    @property
+    def status_exit_code(self) -> int:
+        """``status``'s rule: it only reports, so unfinished requests are no error; failed
+        ones are (4), and statuses it could not learn (1)."""
+        if self.failed:
+            return 4
+        return 1 if self.errors else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -90,6 +112,9 @@ class WaitResult:
             "failures": self.failures,
             "mismatches": self.mismatches,
             "statuses": self.statuses,
+            "errors": self.errors,
+            "unchecked": self.unchecked,
+            "resend_command": self.resend_command,
             "exit_code": self.exit_code,
         }
 
@@ -132,7 +157,10 @@ class Follower:
         key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
         self._api_key = Secret(key or "")
         if not self._api_key:
-            raise ConfigError("no API key: set SAFETYKIT_API_KEY or use --api-key-file")
+            raise MissingKeyError(
+                "no API key: set SAFETYKIT_API_KEY or "
+                + option("use --api-key-file", "pass api_key=")
+            )
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
         self._max_rps = max_rps
@@ -144,6 +172,9 @@ class Follower:
         self._poll_cap = poll_cap
         self._session: aiohttp.ClientSession | None = None
         self._api: ApiClient | None = None
+        #: Whether any call was answered properly: before that, a call that fails for good
+        #: means the command cannot work (exit 1); after, it is one request's problem.
+        self._api_ok = False
 
     def __repr__(self) -> str:
         return f"Follower(manifest={str(self.state.manifest_path)!r}, base_url={self.base_url!r})"
@@ -165,13 +196,13 @@ class Follower:
     # -- status ----------------------------------------------------------------------------
 
     async def status(self) -> WaitResult:
-        """One status call per request (bounded concurrency); records them in the manifest."""
-        api = self._require_api()
+        """One status call per request (bounded concurrency); records them in the manifest.
+
+        Raises ``ApiError`` when no call could be answered (the base URL or the key is
+        wrong, the API is unreachable); a request whose status cannot be had once others
+        were is named in ``errors``. On cancellation: what was learnt is in the manifest."""
         result = WaitResult()
         shards = [s for s in self.state.shards.values() if s.request_id]
-        result.not_uploaded = sum(
-            1 for s in self.state.shards.values() if not s.request_id or s.status != "uploaded"
-        )
         queue: asyncio.Queue[int] = asyncio.Queue()
         for s in shards:
             queue.put_nowait(s.index)
@@ -179,16 +210,15 @@ class Follower:
         async def worker() -> None:
             while not queue.empty():
                 index = queue.get_nowait()
-                entry = self.state.shards[index]
-                assert entry.request_id is not None
-                st = await api.get_status(self.namespace, entry.request_id)
-                await self._note(index, st, None)
+                st = await self._ask(index, result)
+                if st is not None:
+                    await self._note(index, st, None)
 
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(min(self._concurrency, max(1, len(shards)))):
-                tg.create_task(worker())
-        await asyncio.to_thread(self.state.write_manifest, force=True)
-        self._tally(result)
+        try:
+            await _run_workers(worker, min(self._concurrency, max(1, len(shards))))
+        finally:
+            await asyncio.to_thread(self.state.write_manifest, force=True)
+        await self._finish(result)
         return result
 
     # -- wait ----------------------------------------------------------------------------------
@@ -206,7 +236,7 @@ class Follower:
         ``results_dir/<requestId>.jsonl`` as soon as it succeeds (verified and skipped on a
         rerun), and ``results_dir/results.jsonl`` joins every result to its source line.
         """
-        api = self._require_api()
+        self._require_api()
         out = Path(results_dir) if results_dir is not None else None
         result = WaitResult(results_dir=out)
         now = time.monotonic()
@@ -227,12 +257,14 @@ class Follower:
                 wait_for = due - time.monotonic()
                 if wait_for > 0:
                     await asyncio.sleep(wait_for)
-                entry = self.state.shards[index]
-                assert entry.request_id is not None
-                st = await api.get_status(self.namespace, entry.request_id)
+                st = await self._ask(index, result)
+                if st is None:
+                    continue  # named in result.errors; the others go on
                 results_file = None
                 if st.status == "succeeded" and out is not None:
-                    results_file = await self._download(index, st, out)
+                    results_file = await self._download(index, st, out, result)
+                    if results_file is None:
+                        continue  # likewise
                 change = await self._note(index, st, results_file)
                 if change is not None and on_change is not None:
                     on_change(change)
@@ -243,17 +275,17 @@ class Follower:
 
         try:
             async with asyncio.timeout(timeout):
-                async with asyncio.TaskGroup() as tg:
-                    for _ in range(min(self._concurrency, max(1, len(pending)))):
-                        tg.create_task(worker())
+                await _run_workers(worker, min(self._concurrency, max(1, len(pending))))
         except TimeoutError:
             result.timed_out = True
         finally:
             await asyncio.to_thread(self.state.write_manifest, force=True)
         result.timed_out = result.timed_out or bool(pending)
-        self._tally(result)
+        await self._finish(result)
         if out is not None and not result.timed_out:
-            result.mismatches = await asyncio.to_thread(self._reconcile, out)
+            mismatches, unchecked = await asyncio.to_thread(reconcile, self.state, out)
+            result.mismatches = mismatches
+            result.unchecked = list(dict.fromkeys([*result.unchecked, *unchecked]))
         return result
 
     async def watch(
@@ -283,8 +315,25 @@ class Follower:
 
     def _require_api(self) -> ApiClient:
         if self._api is None:
-            raise BulkloadError("use the Follower as `async with Follower(...) as f:`")
+            raise UsageError("use the Follower as `async with Follower(...) as f:`")
         return self._api
+
+    async def _ask(self, index: int, result: WaitResult) -> RequestStatus | None:
+        """The request's status; None (and a line in ``result.errors``) when it could not
+        be had after every retry, once the API has answered others."""
+        entry = self.state.shards[index]
+        assert entry.request_id is not None
+        try:
+            st = await self._require_api().get_status(self.namespace, entry.request_id)
+        except ApiError as exc:
+            if not exc.transient or not self._api_ok:
+                raise
+            message = redact_text(f"shard {index}: status of {entry.request_id} unknown: {exc}")
+            log.warning("%s", message)
+            result.errors.append(message)
+            return None
+        self._api_ok = True
+        return st
 
     async def _note(
         self, index: int, st: RequestStatus, results_file: Path | None
@@ -334,45 +383,84 @@ class Follower:
             return True
         return _complete(out / f"{entry.request_id}.jsonl", proc.get("data_count"))
 
-    async def _download(self, index: int, st: RequestStatus, out: Path) -> Path:
-        """Stream the results file of one request; a fresh URL when the old one expired."""
+    async def _download(
+        self, index: int, st: RequestStatus, out: Path, result: WaitResult
+    ) -> Path | None:
+        """Fetch the results file of one request, complete and checked; a fresh URL after a
+        failed attempt (it may have expired meanwhile). None, with the reason in
+        ``result.errors``, when every attempt failed: the next ``wait`` tries again."""
         api = self._require_api()
         entry = self.state.shards[index]
+        assert entry.request_id is not None
         path = out / f"{entry.request_id}.jsonl"
         if await asyncio.to_thread(_complete, path, st.data_count):
             return path  # downloaded by an earlier run, and complete
-        assert self._session is not None
-        assert entry.request_id is not None
         url = st.data_url
-        last = ""
+        last = "no results URL"
         for attempt in range(self._policy.max_retries + 1):
             if url is None or attempt > 0:
-                fresh = await api.get_results_url(self.namespace, entry.request_id)
-                url = fresh.data_url
-                if url is None:
-                    raise ApiError(
-                        f"request {entry.request_id} (shard {index}) succeeded but has no "
-                        "results URL; try `bulkload wait` again later"
-                    )
-            tmp = path.with_suffix(".jsonl.part")
-            try:
-                async with self._session.get(url) as resp:
-                    if resp.status == 200:
-                        async with aiofiles.open(tmp, "wb") as f:
-                            async for block in resp.content.iter_chunked(1 << 20):
-                                await f.write(block)
-                        await aiofiles.os.replace(tmp, path)
-                        return path
-                    last = f"HTTP {resp.status}"
-            except TRANSIENT_ERRORS as exc:
-                last = describe_exception(exc)
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            await asyncio.sleep(self._policy.delay(attempt, None))
-        raise ApiError(
-            f"request {entry.request_id} (shard {index}): cannot download its results from "
-            f"{redact_url(url or '')} (last: {last}); run `bulkload wait` again to retry"
+                url = (await api.get_results_url(self.namespace, entry.request_id)).data_url
+            if url is not None:
+                try:
+                    await api.download(url, path)
+                    return path
+                except DownloadFailure as failure:
+                    last = str(failure)
+                    if not (failure.retry or failure.expired):
+                        break
+            if attempt < self._policy.max_retries:
+                await asyncio.sleep(self._policy.delay(attempt, None))
+        message = (
+            f"shard {index}: results of {entry.request_id} not downloaded (last: "
+            f"{redact_text(last)}); run `bulkload wait` again to retry"
         )
+        log.warning("%s", message)
+        result.errors.append(message)
+        return None
+
+    async def _finish(self, result: WaitResult) -> None:
+        """Counts per status; failed requests located in their sources; the resend hint."""
+        self._tally(result)
+        if result.failures:
+            notes = await asyncio.to_thread(self._locate_failures, result.failures)
+            result.unchecked = list(dict.fromkeys([*result.unchecked, *notes]))
+            result.resend_command = self._resend_command()
+
+    def _locate_failures(self, failures: list[dict[str, Any]]) -> list[str]:
+        """Each failure's ``error_summary`` names lines of the uploaded shard: add the
+        source file and line of each (``lines``, and in the summary text)."""
+        lines = SourceLines(self.state)
+        for failure in sorted(failures, key=lambda f: f["shard"]):
+            summary = failure.get("error_summary")
+            entry = self.state.shards[failure["shard"]]
+            if not summary or entry.extra:  # a merged manifest's sources are elsewhere
+                continue
+            records = lines.of_shard(entry)
+            if records is not None:
+                failure["error_summary"], failure["lines"] = locate_lines(summary, records)
+        return unreadable_notes(lines)
+
+    def _resend_command(self) -> str | None:
+        """How to send the failed requests' records again, for the summary."""
+        run = self.state.run
+        if self.state.manifest_path.name != MANIFEST or not run.get("inputs"):
+            return None
+        options = run.get("options", {})
+        argv = ["bulkload", "load", str(run.get("namespace")), *(i["path"] for i in run["inputs"])]
+        argv += ["--work-dir", str(self.state.work_dir), "--resend-failed"]
+        flags = {
+            "shard_max_bytes": ("--shard-size", 64 << 20),
+            "shard_max_records": ("--shard-records", 100_000),
+            "id_field": ("--id-field", "id"),
+        }
+        for key, (flag, default) in flags.items():
+            if options.get(key, default) != default:
+                argv += [flag, str(options[key])]
+        if options.get("coerce_id"):
+            argv.append("--coerce-id")
+        command = shlex.join(argv)
+        cwd = run.get("cwd")
+        return f"cd {shlex.quote(cwd)} && {command}" if cwd and cwd != os.getcwd() else command
 
     def _tally(self, result: WaitResult) -> None:
         statuses: dict[str, int] = {}
@@ -409,127 +497,24 @@ class Follower:
         )
         result.statuses = statuses
 
-    def _reconcile(self, out: Path) -> list[str]:
-        """Join results to source lines; report ids missing from, or extra in, the results.
 
-        Sources are re-read once, front to back: shards are in source order, so one cursor
-        per input serves every shard and memory holds one shard's ids at a time.
-        """
-        options = self.state.run.get("options", {})
-        vopts = ValidateOptions(
-            id_field=options.get("id_field", "id"),
-            coerce_id=bool(options.get("coerce_id", False)),
-            max_record_bytes=int(options.get("shard_max_bytes", 64 << 20)),
-            collect_ids=True,
-        )
-        inputs = {i["path"]: i for i in self.state.run.get("inputs", [])}
-        cursor = _SourceCursor(inputs, vopts)
-        mismatches: list[str] = []
-        joined_tmp = out / "results.jsonl.part"
-        with open(joined_tmp, "wb") as joined:
-            for index in sorted(self.state.shards):
-                entry = self.state.shards[index]
-                proc = entry.processing or {}
-                if entry.status != "uploaded" or proc.get("processing_status") != "succeeded":
-                    continue
-                expected: dict[str, tuple[str, int]] = {}
-                readable = True
-                for rng in entry.sources:
-                    got = cursor.take(rng["path"], rng["first_line"], rng["last_line"])
-                    if got is None:
-                        readable = False
-                        continue
-                    for rid, line in got:
-                        expected[rid] = (rng["path"], line)
-                path = out / f"{entry.request_id}.jsonl"
-                count = proc.get("data_count")
-                seen = 0
-                with open(path, "rb") as f:
-                    for raw in f:
-                        if not raw.strip():
-                            continue
-                        seen += 1
-                        doc = orjson.loads(raw)
-                        origin = expected.pop(str(doc.get("id")), None)
-                        if origin is None and readable:
-                            mismatches.append(
-                                f"shard {index} ({entry.request_id}): result for id "
-                                f"{doc.get('id')!r} that the shard did not send"
-                            )
-                        doc["source"] = origin[0] if origin else None
-                        doc["line"] = origin[1] if origin else None
-                        doc["request_id"] = entry.request_id
-                        joined.write(orjson.dumps(doc) + b"\n")
-                if count is not None and seen != count:
-                    mismatches.append(
-                        f"shard {index} ({entry.request_id}): data_count is {count} but the "
-                        f"results file has {seen} lines"
-                    )
-                if count is not None and count != entry.records:
-                    mismatches.append(
-                        f"shard {index} ({entry.request_id}): {entry.records} records sent, "
-                        f"{count} results"
-                    )
-                if readable:
-                    for rid, (src, line) in list(expected.items())[:100]:
-                        mismatches.append(
-                            f"shard {index} ({entry.request_id}): no result for id {rid!r} "
-                            f"from {src} line {line}"
-                        )
-        os.replace(joined_tmp, out / "results.jsonl")
-        return mismatches
+async def _run_workers(worker: Callable[[], Any], count: int) -> None:
+    """Run ``count`` copies of ``worker`` in a task group; an error ends them all and is
+    raised itself, not wrapped in an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(count):
+                tg.create_task(worker())
+    except BaseExceptionGroup as group:
+        raise _first_cause(group) from None
 
 
-class _SourceCursor:
-    """Reads inputs front to back, handing out the ids of records in given line ranges."""
-
-    def __init__(self, inputs: dict[str, dict[str, Any]], vopts: ValidateOptions) -> None:
-        self._inputs = inputs
-        self._vopts = vopts
-        self._open: dict[str, tuple[Iterator[tuple[str, int]], list[tuple[str, int]]]] = {}
-
-    def take(self, path: str, first: int, last: int) -> list[tuple[str, int]] | None:
-        if path in ("-", "<records>"):
-            return None
-        if path not in self._open:
-            info = self._inputs.get(path, {})
-            if is_url(path):
-                source = reopen(path, info)
-                if source is None:
-                    return None
-            elif not Path(path).exists():
-                return None
-            else:
-                source = Source(
-                    display=path,
-                    path=Path(path),
-                    compression=info.get("compression"),
-                    size=None,
-                    mtime_ns=None,
-                    format=info.get("format") or format_of(path),
-                )
-            self._open[path] = (self._records(source), [])
-        it, buffered = self._open[path]
-        out: list[tuple[str, int]] = []
-        while True:
-            if buffered:
-                rid, line = buffered[0]
-            else:
-                nxt = next(it, None)
-                if nxt is None:
-                    return out
-                rid, line = nxt
-                buffered.append(nxt)
-            if line > last:
-                return out
-            buffered.pop(0)
-            if line >= first:
-                out.append((rid, line))
-
-    def _records(self, source: Source) -> Iterator[tuple[str, int]]:
-        for chunk in iter_chunks(source):
-            result = validate_chunk(chunk.data, chunk.first_line, self._vopts)
-            yield from zip(result.ids or [], result.line_nos, strict=False)
+def _first_cause(group: BaseExceptionGroup[Any]) -> BaseException:
+    for exc in group.exceptions:
+        found = _first_cause(exc) if isinstance(exc, BaseExceptionGroup) else exc
+        if not isinstance(found, asyncio.CancelledError):
+            return found
+    return group.exceptions[0]
 
 
 def _complete(path: Path, count: object) -> bool:

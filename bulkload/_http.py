@@ -9,43 +9,26 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
+from ._redact import Secret, redact_text, redact_url
 from ._version import __version__
 
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "USER_AGENT",
+    "Secret",
+    "describe_exception",
+    "is_loopback_host",
+    "make_session",
+    "redact_text",
+    "redact_url",
+    "tls_hint",
+]
+
 USER_AGENT = f"bulkload/{__version__}"
-
-
-class Secret:
-    """A credential that no repr, log line or traceback's locals can show."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('…')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-
-def redact_url(url: str) -> str:
-    """``https://bucket/key?X-Amz-Signature=...`` → ``https://bucket/key?…``: safe to print."""
-    parts = urlsplit(url)
-    query = "…" if parts.query else ""
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def make_session(*, timeout: float, ca_bundle: Path | None = None) -> aiohttp.ClientSession:
@@ -78,7 +61,11 @@ def is_loopback_host(url: str) -> bool:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """A short, secret-free description of a network failure."""
+    """A short, secret-free description of a network failure.
+
+    aiohttp puts the full URL into some messages (``ClientOSError``: "Can not write request
+    body for <url>"; ``ClientResponseError``: ``url=URL(...)``), so whatever text comes
+    from the exception goes through the redactor."""
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -90,14 +77,15 @@ def describe_exception(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "connection dropped mid-transfer"
     if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection error ({exc.strerror or type(exc).__name__})"
-    return type(exc).__name__
+        return f"connection error ({redact_text(exc.strerror or type(exc).__name__)})"
+    text = redact_text(str(exc)).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def tls_hint(url: str, exc: BaseException) -> str:
     """What went wrong with TLS, and the way out (a private CA is the usual cause)."""
-    host = urlsplit(url).hostname or url
-    reason = getattr(exc, "os_error", None) or exc
+    host = urlsplit(url).hostname or redact_url(url)
+    reason = redact_text(str(getattr(exc, "os_error", None) or exc))
     return (
         f"the TLS connection to {host} failed ({reason}); if its certificate comes from a "
         "private CA, pass --ca-bundle FILE (PEM), else check the host name and the clock"

@@ -44,14 +44,15 @@ LOCK = "lock"
 #: What ``RunState.manifest`` writes: anything else in a bare manifest is kept as it was.
 _MANIFEST_KEYS = frozenset(
     {
-        "tool", "version", "namespace", "base_url", "work_dir", "inputs", "partition",
+        "tool", "version", "namespace", "base_url", "work_dir", "cwd", "inputs", "partition",
         "options", "started_at", "finished_at", "runs", "dry_run", "shards", "totals",
     }
 )  # fmt: skip
 _SHARD_KEYS = frozenset(
     {
         "index", "request_id", "status", "records", "bytes", "md5", "sources", "object_key",
-        "attempts", "etag", "error", "abandoned_request_ids", "uploaded_at",
+        "attempts", "etag", "etag_verified", "etag_note", "error", "abandoned_request_ids",
+        "failed_request_ids", "uploaded_at",
         "processing_status", "data_count", "error_summary", "results_file",
     }
 )  # fmt: skip
@@ -107,8 +108,17 @@ class ShardEntry:
     object_key: str | None = None
     attempts: int = 0
     etag: str | None = None
+    #: Whether the store's ETag proved it holds the shard's bytes (an MD5 equal to ours);
+    #: None until uploaded (and in manifests written before bulkload recorded it).
+    etag_verified: bool | None = None
+    etag_note: str | None = None
     error: str | None = None
+    #: The failure was an input that changed under the shard: only --restart helps.
+    needs_restart: bool = False
     abandoned_request_ids: list[str] = field(default_factory=list)
+    #: Requests that failed processing on the server, whose records were sent again under
+    #: a new request (``load --resend-failed``).
+    failed_request_ids: list[str] = field(default_factory=list)
     uploaded_at: str | None = None
     upload_url: str | None = field(default=None, repr=False)
     expires_at: str | None = None
@@ -139,8 +149,11 @@ class ShardEntry:
             "object_key": self.object_key,
             "attempts": self.attempts,
             "etag": self.etag,
+            "etag_verified": self.etag_verified,
+            **({"etag_note": self.etag_note} if self.etag_note else {}),
             "error": self.error,
             "abandoned_request_ids": self.abandoned_request_ids,
+            **({"failed_request_ids": self.failed_request_ids} if self.failed_request_ids else {}),
             "uploaded_at": self.uploaded_at,
         }
         if self.extra is not None:
@@ -206,7 +219,15 @@ class RunState:
         doc = load_manifest(manifest)
         state.run = {
             k: doc[k]
-            for k in ("namespace", "base_url", "inputs", "options", "started_at", "partition")
+            for k in (
+                "namespace",
+                "base_url",
+                "cwd",
+                "inputs",
+                "options",
+                "started_at",
+                "partition",
+            )
             if doc.get(k) is not None
         }
         state.runs = int(doc.get("runs") or 0)
@@ -223,8 +244,10 @@ class RunState:
                 md5=s.get("md5", ""), sources=s.get("sources", []),
                 status=s.get("status", "pending"), request_id=s.get("request_id"),
                 object_key=s.get("object_key"), attempts=s.get("attempts", 0),
-                etag=s.get("etag"), error=s.get("error"),
+                etag=s.get("etag"), etag_verified=s.get("etag_verified"),
+                etag_note=s.get("etag_note"), error=s.get("error"),
                 abandoned_request_ids=s.get("abandoned_request_ids", []),
+                failed_request_ids=s.get("failed_request_ids", []),
                 uploaded_at=s.get("uploaded_at"),
             )  # fmt: skip
             proc = {
@@ -324,6 +347,8 @@ class RunState:
         elif kind == "uploaded":
             entry.status = "uploaded"
             entry.etag = e.get("etag")
+            entry.etag_verified = e.get("etag_verified")
+            entry.etag_note = e.get("etag_note")
             entry.attempts = e.get("attempts", entry.attempts)
             entry.uploaded_at = e.get("at")
             entry.error = None
@@ -331,11 +356,21 @@ class RunState:
         elif kind == "failed":
             entry.status = "failed"
             entry.error = e.get("error")
+            entry.needs_restart = bool(e.get("restart"))
             entry.attempts = e.get("attempts", entry.attempts)
         elif kind == "retry":
             # A failed shard is being tried again by this run.
             entry.status = "pending"
             entry.error = None
+            entry.needs_restart = False
+        elif kind == "resend":
+            # Its request failed processing; the records go up again under a new one.
+            if entry.request_id and entry.request_id not in entry.failed_request_ids:
+                entry.failed_request_ids.append(entry.request_id)
+            entry.status = "pending"
+            entry.request_id = entry.upload_url = entry.expires_at = entry.object_key = None
+            entry.etag = entry.etag_note = entry.etag_verified = entry.uploaded_at = None
+            entry.processing = None
         elif kind == "processing":
             entry.processing = {k: v for k, v in e.items() if k not in ("t", "index")}
 
@@ -356,6 +391,7 @@ class RunState:
             "namespace": self.run.get("namespace"),
             "base_url": self.run.get("base_url"),
             "work_dir": str(self.work_dir),
+            **({"cwd": self.run["cwd"]} if self.run.get("cwd") else {}),
             "inputs": self.run.get("inputs", []),
             **({"partition": self.run["partition"]} if self.run.get("partition") else {}),
             "options": self.run.get("options", {}),

@@ -33,7 +33,7 @@ import aiohttp
 from ._api import ApiClient
 from ._config import DEFAULT_BASE_URL, LoadConfig
 from ._deliver import Deliverer, remove_shard_file
-from ._errors import BulkloadError, ConfigError, StateError, UsageError
+from ._errors import BulkloadError, ConfigError, MissingKeyError, StateError, UsageError, option
 from ._http import Secret, is_loopback_host, make_session
 from ._manifest import SHARDS_DIR, RunState, lock_work_dir, now_iso, unlock_work_dir
 from ._partition import partition_inputs, partition_record
@@ -76,6 +76,15 @@ class LoadResult:
     failed_shards: tuple[int, ...] = field(default_factory=tuple)
     #: With ``check_duplicates``: ids seen more than once (listed in duplicates.jsonl).
     duplicate_ids: int | None = None
+    #: Records in uploaded shards (this run's and earlier runs').
+    records_uploaded: int = 0
+    #: Uploaded shards whose bytes the store's ETag could not confirm, and why (once each).
+    etag_unverified: int = 0
+    etag_notes: tuple[str, ...] = ()
+    #: Shards whose failed request was sent again under a new one (``resend_failed``).
+    resent: int = 0
+    #: Some shard failed because an input changed under it: a plain rerun is refused.
+    restart_needed: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -135,8 +144,9 @@ class Loader:
         key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
         self._api_key = Secret(key or "")
         if not self.config.dry_run and not self._api_key:
-            raise ConfigError(
-                "no API key: set SAFETYKIT_API_KEY or use --api-key-file (or --dry-run)"
+            raise MissingKeyError(
+                "no API key: set SAFETYKIT_API_KEY or "
+                + option("use --api-key-file (or --dry-run)", "pass api_key= (or dry_run=True)")
             )
         if work_dir is None:
             part = self.config.partition
@@ -250,7 +260,7 @@ class _Run:
         self.cfg = loader.config
         self.sources = sources
         self.partition = partition
-        self.stats = Stats(started=time.monotonic())
+        self.stats = Stats(started=time.monotonic(), dry_run=self.cfg.dry_run)
         if sources and all(
             s.size is not None and s.compression is None and s.format == "jsonl" for s in sources
         ):
@@ -261,6 +271,7 @@ class _Run:
         self.queue: asyncio.Queue[ShardInfo | None] = asyncio.Queue(self.cfg.effective_queue_depth)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock: int | None = None  # the work dir's lock, held from _begin to _end
+        self.resent = 0
 
     # -- set-up and tear-down ----------------------------------------------------------------
 
@@ -276,6 +287,8 @@ class _Run:
                 for s in self.sources
             ],
             "options": options,
+            # Relative INPUT paths are relative to this: `wait` run from elsewhere finds them.
+            "cwd": os.getcwd(),
             "started_at": now_iso(),
             **({"partition": self.partition} if self.partition is not None else {}),
         }  # fmt: skip
@@ -303,8 +316,11 @@ class _Run:
             raise StateError(
                 f"{self.loader.work_dir} holds an earlier run that this one cannot resume: "
                 + "; ".join(problems)
-                + ". Rerun with the same inputs and options, use another --work-dir, "
-                "or add --restart to start over (the earlier manifest is kept aside)."
+                + ". Rerun with the same inputs and options, use another "
+                + option("--work-dir", "work_dir")
+                + ", or add "
+                + option("--restart", "restart=True")
+                + " to start over (the earlier manifest is kept aside)."
             )
 
     def _set_aside(self) -> None:
@@ -319,7 +335,13 @@ class _Run:
         self.state = RunState(work)
 
     def _begin(self) -> None:
-        self._lock = lock_work_dir(self.loader.work_dir)
+        try:
+            self._lock = lock_work_dir(self.loader.work_dir)
+        except PermissionError as exc:
+            raise StateError(
+                f"cannot write to the work dir {self.loader.work_dir}: {exc.strerror}; "
+                f"choose another {option('--work-dir', 'work_dir')} or fix its permissions"
+            ) from None
         try:
             self.state = RunState.open(self.loader.work_dir)
             identity = self._run_identity()
@@ -327,6 +349,15 @@ class _Run:
             self.state.start(identity)
             self.shard_dir.mkdir(parents=True, exist_ok=True)
             self.reader.open()
+        except PermissionError as exc:
+            self.state.close()
+            unlock_work_dir(self._lock)
+            self._lock = None
+            raise StateError(
+                f"cannot write to the work dir {self.loader.work_dir} ({exc.filename}: "
+                f"{exc.strerror}); choose another {option('--work-dir', 'work_dir')} or fix "
+                "its permissions"
+            ) from None
         except BaseException:
             self.state.close()
             unlock_work_dir(self._lock)
@@ -383,6 +414,7 @@ class _Run:
                             await reading
                         else:
                             await self.reader.read_records(records, self._accept)
+                    self.stats.reading_done = self.reader.done
                     for _ in workers:
                         await self.queue.put(None)
                     await asyncio.gather(*workers)
@@ -422,6 +454,7 @@ class _Run:
             stats=self.stats,
             bandwidth=bandwidth,
             keep_files=self.cfg.keep_shards,
+            verify_etag=self.cfg.verify_etag,
         )
 
     async def _watchdog(self, workers: list[asyncio.Task[None]]) -> None:
@@ -468,18 +501,27 @@ class _Run:
 
     async def _accept(self, shard: ShardInfo) -> None:
         """A shard is ready: journal it (or recognise it from an earlier run), then queue it."""
-        self.stats.shards += 1
+        stats = self.stats
+        stats.shards += 1
+        stats.bytes_planned += shard.bytes
         entry = self.state.shards.get(shard.index)
         if entry is not None and entry.md5 != shard.md5 and entry.status == "uploaded":
             raise StateError(
                 f"shard {shard.index} differs from the one an earlier run uploaded "
-                f"(md5 {entry.md5} then, {shard.md5} now): the inputs changed. Use --restart "
-                "to load them as a new run, or another --work-dir."
+                f"(md5 {entry.md5} then, {shard.md5} now): the inputs changed. Use "
+                f"{option('--restart', 'restart=True')} to load them as a new run, or another "
+                f"{option('--work-dir', 'work_dir')}."
             )
         if entry is not None and entry.md5 == shard.md5 and entry.status == "uploaded":
-            self.stats.skipped += 1
-            await asyncio.to_thread(remove_shard_file, shard)
-            return
+            if self.cfg.resend_failed and _failed_processing(entry):
+                await asyncio.to_thread(self.state.record, {"t": "resend", "index": shard.index})
+                self.resent += 1
+            else:
+                stats.skipped += 1
+                stats.bytes_confirmed += shard.bytes
+                stats.records_uploaded += shard.records
+                await asyncio.to_thread(remove_shard_file, shard)
+                return
         event = {
             "t": "shard",
             "index": shard.index,
@@ -516,8 +558,10 @@ class _Run:
 
     def _result(self, interrupted: bool) -> LoadResult:
         s = self.stats
-        uploaded = sum(1 for e in self.state.shards.values() if e.status == "uploaded")
+        entries = self.state.shards.values()
+        uploaded = [e for e in entries if e.status == "uploaded"]
         failed = sorted(i for i, e in self.state.shards.items() if e.status == "failed")
+        unverified = [e for e in uploaded if e.etag_verified is False]
         return LoadResult(
             namespace=self.loader.namespace,
             work_dir=self.loader.work_dir,
@@ -528,7 +572,7 @@ class _Run:
             rejected=s.rejected,
             blank=s.blank,
             shards=len(self.state.shards),
-            uploaded=uploaded,
+            uploaded=len(uploaded),
             skipped=s.skipped,
             failed=len(failed),
             bytes_read=s.bytes_read,
@@ -538,7 +582,17 @@ class _Run:
             interrupted=interrupted,
             failed_shards=tuple(failed),
             duplicate_ids=self.reader.duplicates[0] if self.reader.duplicates else None,
+            records_uploaded=sum(e.records for e in uploaded),
+            etag_unverified=len(unverified),
+            etag_notes=tuple(dict.fromkeys(e.etag_note or "" for e in unverified if e.etag_note)),
+            resent=self.resent,
+            restart_needed=any(self.state.shards[i].needs_restart for i in failed),
         )
+
+
+def _failed_processing(entry: Any) -> bool:
+    """Whether ``status``/``wait`` recorded that the shard's request failed on the server."""
+    return (entry.processing or {}).get("processing_status") == "failed"
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -563,6 +617,17 @@ def load(
 
     Takes the keyword arguments of ``Loader``. On cancellation (Ctrl-C): as ``Loader``.
     """
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass  # no loop running here: the usual case
+    else:
+        raise UsageError(
+            "bulkload.load() runs its own event loop, and one is already running here; "
+            "in async code use `async with bulkload.Loader(...) as loader: "
+            "await loader.load(...)`"
+        )
 
     async def main() -> LoadResult:
         async with Loader(namespace, **kwargs) as loader:

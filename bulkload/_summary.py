@@ -9,19 +9,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._manifest import DUPLICATES
 from ._progress import human_bytes, human_seconds
 
 if TYPE_CHECKING:
     from ._follow import WaitResult
     from ._pipeline import LoadResult
 
+#: Mismatches and failures printed before the rest are only counted (all are in --json).
+_MAX_SHOWN = 20
 
-def load_summary(r: LoadResult) -> list[str]:
+
+def load_summary(r: LoadResult, notes: list[str] | None = None) -> list[str]:
+    """``notes``: warnings about the inputs (a file that looks like the wrong kind)."""
     rate = human_bytes(r.bytes_read / max(r.elapsed, 1e-9))
-    verb = "validated (dry run)" if r.dry_run else "loaded"
+    took = f"({human_bytes(r.bytes_read)} in {human_seconds(r.elapsed)}, {rate}/s)"
+    if r.dry_run:
+        head = f"validated (dry run) {r.records:,} records for {r.namespace} in {r.shards} shard(s)"
+    elif r.failed or r.records_uploaded < r.records:
+        head = (
+            f"uploaded {r.records_uploaded:,} of {r.records:,} records into {r.namespace} "
+            f"({r.uploaded} of {r.shards} shards); {r.failed} shard(s) failed"
+        )
+    else:
+        head = f"loaded {r.records:,} records into {r.namespace} in {r.shards} shard(s)"
     lines = [
-        f"bulkload: {verb} {r.records:,} records into {r.namespace} in {r.shards} shard(s) "
-        f"({human_bytes(r.bytes_read)} in {human_seconds(r.elapsed)}, {rate}/s)",
+        f"bulkload: {head} {took}",
         f"  lines {r.lines:,}: {r.records:,} records, {r.rejected:,} rejected, {r.blank:,} blank",
     ]
     if not r.dry_run:
@@ -29,21 +42,41 @@ def load_summary(r: LoadResult) -> list[str]:
             f"  shards {r.shards}: {r.uploaded} uploaded ({r.skipped} already by an earlier "
             f"run), {r.failed} failed"
         )
+    if r.resent:
+        lines.append(
+            f"  resent: {r.resent} shard(s) whose request had failed processing, under new requests"
+        )
     lines.append(f"  manifest: {r.manifest_path}")
     if r.rejected:
         lines.append(
             f"  rejects:  {r.rejects_path} ({r.rejected:,} lines, with line numbers and why)"
         )
+    lines += [f"  note: {note}" for note in notes or []]
     if r.duplicate_ids is not None:
-        where = f", listed with their lines in {r.work_dir / 'duplicates.jsonl'}"
+        where = f", listed with their lines in {r.work_dir / DUPLICATES}"
         lines.append(
             f"  duplicates: {r.duplicate_ids:,} ids seen more than once"
             + (where if r.duplicate_ids else "")
         )
+    if r.etag_unverified:
+        lines.append(
+            f"  note: {r.etag_unverified} uploaded shard(s) could not be checked byte for byte: "
+            f"{'; '.join(r.etag_notes)}. What still protects them: the store took exactly "
+            "Content-Length bytes (S3 stores nothing for a short body), TLS checks every byte "
+            "on the way over https, and `bulkload wait --results` reconciles every id with "
+            "SafetyKit's results."
+        )
     if r.failed:
         shown = ", ".join(str(i) for i in r.failed_shards[:10])
         more = "…" if r.failed > 10 else ""
-        lines.append(f"  failed shards: {shown}{more}; rerun the same command to retry them")
+        if r.restart_needed:
+            advice = (
+                "an input changed during the load (see the error in the manifest); rerun "
+                "with --restart to load the inputs as they are now"
+            )
+        else:
+            advice = "rerun the same command to retry them"
+        lines.append(f"  failed shards: {shown}{more}; {advice}")
     elif r.dry_run:
         lines.append("next: run again without --dry-run to upload")
     else:
@@ -59,26 +92,37 @@ def follow_summary(result: WaitResult, command: str, manifest: Path) -> list[str
         lines.append(f"  {result.not_uploaded} shard(s) not uploaded: rerun `bulkload load` first")
     if result.succeeded:
         lines.append(f"  {result.objects:,} objects processed")
-    for f in result.failures:
+    for f in result.failures[:_MAX_SHOWN]:
         ranges = "; ".join(
             f"{r['path']} lines {r['first_line']}-{r['last_line']}" for r in f["sources"]
         )
         lines.append(
             f"  FAILED shard {f['shard']} {f['request_id']}: {f['error_summary']} [{ranges}]"
         )
+    if len(result.failures) > _MAX_SHOWN:
+        lines.append(f"  … and {len(result.failures) - _MAX_SHOWN} more failed (see --json)")
+    if result.resend_command:
+        lines.append(
+            "  to send the failed requests' records again (fix them first if the error is in "
+            f"the records): {result.resend_command}"
+        )
+    lines += [f"  ERROR {e}" for e in result.errors[:_MAX_SHOWN]]
     out = result.results_dir
     if out is not None and not result.timed_out:
         lines.append(
             f"  results: {out}/<requestId>.jsonl; joined to source lines in {out / 'results.jsonl'}"
         )
-    lines += [f"  MISMATCH {m}" for m in result.mismatches[:20]]
-    if len(result.mismatches) > 20:
-        lines.append(f"  … and {len(result.mismatches) - 20} more mismatches (see --json)")
+    lines += [f"  not checked: {u}" for u in result.unchecked]
+    lines += [f"  MISMATCH {m}" for m in result.mismatches[:_MAX_SHOWN]]
+    if len(result.mismatches) > _MAX_SHOWN:
+        lines.append(f"  … and {len(result.mismatches) - _MAX_SHOWN} more mismatches (see --json)")
     if result.timed_out:
         lines.append(
             f"  timed out with {result.unfinished} request(s) unfinished; run "
             f"`bulkload wait {manifest}` again"
         )
+    elif result.errors:
+        lines.append(f"  next: bulkload {command} {manifest} (asks again for what is missing)")
     elif command == "status" and result.unfinished:
         lines.append(f"  next: bulkload wait {manifest}")
     return lines

@@ -10,16 +10,21 @@ done (with the ETag), expired URL (ask for a new one), worth retrying, or final.
 
 from __future__ import annotations
 
+import enum
+import errno
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiofiles.os
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
+from yarl import URL
 
+from ._api import s3_error, server_side_encryption
+from ._errors import option
 from ._http import TRANSIENT_ERRORS, describe_exception, redact_url, tls_hint
 from ._retry import is_retryable_status, parse_retry_after
 from ._shard import Piece
@@ -30,29 +35,62 @@ from ._throttle import RateLimiter
 SLICE = 1 << 20
 #: Reads run in aiofiles' executor: a slice from the page cache is fast, but not free, and a
 #: cold disk read would stall every upload on the loop.
-_open = aiofiles.os.wrap(os.open)
 _pread = aiofiles.os.wrap(os.pread)
+
+
+class SourceChanged(Exception):
+    """A file a shard is read from is gone or shorter than when the shard was made: a local
+    problem that no retry of the PUT can fix."""
+
+
+def _changed(path: Path, needed: int) -> SourceChanged:
+    """Why ``path`` cannot give the bytes up to ``needed`` any more, in words."""
+    try:
+        now = os.stat(path).st_size
+    except FileNotFoundError:
+        return SourceChanged(f"{path} was removed during the load")
+    except OSError as exc:
+        return SourceChanged(f"{path} cannot be read any more: {exc.strerror}")
+    return SourceChanged(
+        f"{path} changed during the load: it has {now:,} bytes now, this shard needs bytes up "
+        f"to {needed:,}"
+    )
+
+
+def _open_piece(piece: Piece) -> int:
+    try:
+        return os.open(piece.path, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise _changed(piece.path, piece.offset + piece.length) from exc
+        raise SourceChanged(f"{piece.path} cannot be read: {exc.strerror}") from exc
 
 
 def _read_small_pieces(pieces: Sequence[Piece]) -> bytes:
     """The pieces' bytes back to back: many small files' pieces in one executor hop."""
     parts = []
     for piece in pieces:
-        fd = os.open(piece.path, os.O_RDONLY)
+        fd = _open_piece(piece)
         try:
             data = os.pread(fd, piece.length, piece.offset)
         finally:
             os.close(fd)
         if len(data) != piece.length:
-            raise OSError(f"{piece.path} ended {piece.length - len(data)} bytes early")
+            raise _changed(piece.path, piece.offset + piece.length)
         parts.append(data)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 _read_pieces = aiofiles.os.wrap(_read_small_pieces)
+#: What a PUT attempt can fail with short of an answer: the network, a body cut short, or
+#: one of the shard's files (which aiohttp may hand back as a connection error).
+_PUT_ERRORS: tuple[type[BaseException], ...] = (
+    *TRANSIENT_ERRORS,
+    aiohttp.ClientPayloadError,
+    SourceChanged,
+)
+_open = aiofiles.os.wrap(_open_piece)
 CONTENT_TYPE = "application/json"  # exactly: the URL may be signed over it
-_XML_CODE = re.compile(rb"<Code>([^<]*)</Code>")
-_XML_MESSAGE = re.compile(rb"<Message>([^<]*)</Message>")
 
 
 class ShardPayload(Payload):
@@ -72,6 +110,9 @@ class ShardPayload(Payload):
         self._on_bytes = on_bytes
         self._bandwidth = bandwidth
         self._autoclose = True  # nothing is held open between writes
+        #: Set when a file the shard is read from failed us: the PUT failed because of it,
+        #: not because of the network (aiohttp reports it as a connection error).
+        self.source_problem: SourceChanged | None = None
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         raise TypeError("a shard payload is streamed from disk, not decoded in memory")
@@ -82,6 +123,13 @@ class ShardPayload(Payload):
     async def write_with_length(
         self, writer: AbstractStreamWriter, content_length: int | None
     ) -> None:
+        try:
+            await self._write_pieces(writer, content_length)
+        except SourceChanged as exc:
+            self.source_problem = exc
+            raise
+
+    async def _write_pieces(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
         assert self._size is not None
         budget = self._size if content_length is None else min(self._size, content_length)
         # Small pieces (whole small input files, typically) are read in groups of up to a
@@ -121,7 +169,7 @@ class ShardPayload(Payload):
         length = piece.length
         position = piece.offset
         remaining = length
-        fd = await _open(piece.path, os.O_RDONLY)
+        fd = await _open(piece)
         # A plain descriptor closed in ``finally``: aiohttp may abandon this coroutine
         # mid-body (a dropped connection), and a file object would then leak until GC.
         try:
@@ -131,7 +179,7 @@ class ShardPayload(Payload):
                     await self._bandwidth.acquire(n)
                 data = await _pread(fd, n, position)
                 if not data:
-                    raise OSError(f"{piece.path} ended {remaining} bytes early")
+                    raise _changed(piece.path, piece.offset + piece.length)
                 await writer.write(data)
                 position += len(data)
                 remaining -= len(data)
@@ -141,16 +189,32 @@ class ShardPayload(Payload):
             os.close(fd)
 
 
-@dataclass(frozen=True, slots=True)
+class PutOutcome(enum.StrEnum):
+    """Why a PUT attempt did not store the shard, and so what to do next."""
+
+    EXPIRED = "expired"  # the URL's time is up: ask for a new one
+    RETRY = "retry"  # worth another try
+    THROTTLED = "throttled"  # retry, and slow everyone down
+    SOURCE = "source"  # an input changed under the shard: no retry can help
+    FATAL = "fatal"  # the store refuses this for good
+
+
 class PutFailure(Exception):
     """One PUT attempt that did not store the shard."""
 
-    message: str
-    kind: str  # "expired" | "retry" | "throttled" | "fatal"
-    retry_after: float | None = None
+    def __init__(self, message: str, kind: PutOutcome, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
 
-    def __str__(self) -> str:
-        return self.message
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """The store's answer to a successful PUT: its ETag (without quotes), and the
+    server-side encryption that makes that ETag something other than the body's MD5."""
+
+    etag: str
+    encryption: str | None
 
 
 async def put_shard(
@@ -160,8 +224,14 @@ async def put_shard(
     *,
     on_bytes: Callable[[int], None] | None = None,
     bandwidth: RateLimiter | None = None,
-) -> str:
-    """PUT one shard; return the ETag without quotes. Raises ``PutFailure``.
+) -> Stored:
+    """PUT one shard to its pre-signed URL. Raises ``PutFailure``.
+
+    The URL goes out byte for byte as it was issued: aiohttp re-quotes a URL given as a
+    string (``%2F`` in ``X-Amz-Credential`` becomes ``/``, ``%7E`` becomes ``~``), and a
+    store that checks the signature over what it received would refuse it. The headers
+    are the documented ones, ``Content-Type`` (signed on some URLs) and ``Content-Length``;
+    nothing else a signature might cover (no ``Content-MD5``: SigV2 and GCS V2 URLs sign it).
 
     On cancellation: the connection is closed mid-body; S3 stores nothing for a short body.
     """
@@ -169,34 +239,32 @@ async def put_shard(
     headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(payload.size)}
     where = redact_url(url)
     try:
-        async with session.put(url, data=payload, headers=headers) as resp:
+        async with session.put(URL(url, encoded=True), data=payload, headers=headers) as resp:
             body = await resp.content.read(64 * 1024)
             status = resp.status
             etag = resp.headers.get("ETag", "")
+            encryption = server_side_encryption(resp.headers)
             retry_after = parse_retry_after(resp.headers)
             retryable = is_retryable_status(status, resp.headers)
     except aiohttp.ClientSSLError as exc:
-        raise PutFailure(f"PUT {where}: {tls_hint(url, exc)}", "fatal") from exc
-    except TRANSIENT_ERRORS as exc:
-        raise PutFailure(f"PUT {where}: {describe_exception(exc)}", "retry") from exc
+        raise PutFailure(f"PUT {where}: {tls_hint(url, exc)}", PutOutcome.FATAL) from exc
+    except _PUT_ERRORS as exc:
+        if payload.source_problem is not None:
+            raise PutFailure(
+                f"{payload.source_problem}; its records cannot be sent as they were read. "
+                f"Rerun with {option('--restart', 'restart=True')} to load the inputs as "
+                "they are now",
+                PutOutcome.SOURCE,
+            ) from exc
+        raise PutFailure(f"PUT {where}: {describe_exception(exc)}", PutOutcome.RETRY) from exc
     if status == 200:
-        return etag.strip().strip('"')
-    code, message = _s3_error(body)
+        return Stored(etag.strip().strip('"'), encryption)
+    code, message = s3_error(body)
     text = f"PUT {where}: HTTP {status} {code}: {message}".rstrip(": ")
     if status == 403 and code == "AccessDenied" and "expired" in message.lower():
-        raise PutFailure(text, "expired")
+        raise PutFailure(text, PutOutcome.EXPIRED)
     if status in (429, 503) and (status == 429 or code == "SlowDown"):
-        raise PutFailure(text, "throttled", retry_after)
+        raise PutFailure(text, PutOutcome.THROTTLED, retry_after)
     if retryable:
-        raise PutFailure(text, "retry", retry_after)
-    raise PutFailure(text, "fatal")
-
-
-def _s3_error(body: bytes) -> tuple[str, str]:
-    """S3's XML error: only Code and Message (the rest can echo signature material)."""
-    code = _XML_CODE.search(body)
-    message = _XML_MESSAGE.search(body)
-    return (
-        code.group(1).decode("utf-8", "replace") if code else "",
-        message.group(1).decode("utf-8", "replace") if message else "",
-    )
+        raise PutFailure(text, PutOutcome.RETRY, retry_after)
+    raise PutFailure(text, PutOutcome.FATAL)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import shlex
 import signal
@@ -81,8 +82,21 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text!r}")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _per_second(text: str) -> float:
+    """A rate of calls: a finite number above 0 (0 would mean never)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of calls per second: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value
 
 
@@ -110,7 +124,7 @@ def _common(p: argparse.ArgumentParser, *, timeout_flag: str = "--timeout") -> N
         default=6,
         help="retries per call and per upload (default 6)",
     )
-    p.add_argument("--max-rps", type=float, help="most API calls per second")
+    p.add_argument("--max-rps", type=_per_second, help="most API calls per second")
     p.add_argument(
         "--json", action="store_true", help="the final summary as one JSON object on stdout"
     )
@@ -208,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--restart", action="store_true", help="start over in a work dir that holds another run"
     )
     load.add_argument(
+        "--resend-failed",
+        action="store_true",
+        help="send again, under new requests, the shards whose request failed processing "
+        "(as `status`/`wait` recorded in the work dir)",
+    )
+    load.add_argument(
+        "--no-etag-check",
+        dest="verify_etag",
+        action="store_false",
+        help="do not compare MD5-like ETags with the shards' MD5 (for S3-compatible stores "
+        "whose ETags are opaque; SSE-KMS/SSE-C buckets are recognised without it)",
+    )
+    load.add_argument(
         "--partition",
         type=_partition,
         metavar="I/N",
@@ -288,8 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     _setup_logging(args.verbose)
-    from ._errors import BulkloadError, ConfigError
+    from ._errors import BulkloadError, ConfigError, MissingKeyError, speak_to_cli
 
+    speak_to_cli()
     try:
         if args.command == "load":
             return _load(args, args_list)
@@ -297,22 +325,80 @@ def main(argv: list[str] | None = None) -> int:
             return _follow(args)[0]
         if args.command == "merge":
             return _merge(args)
-    except ConfigError as exc:
-        _error(str(exc))
-        return EXIT_USAGE if "API key" not in str(exc) else EXIT_FATAL
-    except BulkloadError as exc:
-        _error(str(exc))
-        return EXIT_FATAL
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_SIGINT
+    except BaseException as raised:
+        cause = _first_cause(raised)
+        if isinstance(cause, ConfigError):
+            _error(str(cause))
+            return EXIT_FATAL if isinstance(cause, MissingKeyError) else EXIT_USAGE
+        if isinstance(cause, BulkloadError):
+            _error(str(cause))
+            return EXIT_FATAL
+        if not isinstance(cause, Exception):
+            raise  # SystemExit and the like: not ours to turn into a message
+        return _unexpected(cause, args)
     parser.error(f"unknown command {args.command}")
+
+
+def _first_cause(exc: BaseException) -> BaseException:
+    """The first real error inside (nested) exception groups, as a person wants to see it:
+    not "unhandled errors in a TaskGroup"."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio_cancelled())]
+        exc = (inner or list(exc.exceptions))[0]
+    return exc
+
+
+def asyncio_cancelled() -> type[BaseException]:
+    import asyncio
+
+    return asyncio.CancelledError
+
+
+#: What each command was doing, for the last-resort message.
+_DOING = {
+    "load": "loading {namespace}",
+    "status": "asking for the status of {manifest}",
+    "wait": "waiting for the requests of {manifest}",
+    "merge": "merging manifests",
+}
+
+
+def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
+    """The last resort: an exception bulkload did not mean to raise is a bug in bulkload.
+    One readable message (what was being done, what went wrong, what to do), the traceback
+    only with -vv; the manifest was flushed on the way out (the load and the follower write
+    it in their own ``finally``). Exit 1."""
+    from ._redact import redact_text
+
+    doing = _DOING.get(args.command, args.command).format(**vars(args))
+    what = redact_text(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
+    log.debug("the traceback of the unexpected error:", exc_info=exc)
+    detail = "" if args.verbose >= 2 else "rerun with -vv to see the traceback, and "
+    _error(
+        f"unexpected error while {doing}: {what}. This is a bug in bulkload: {detail}report it "
+        "with the traceback -vv prints (the work dir's manifest is up to date; rerunning the "
+        "same command resumes)"
+    )
+    return EXIT_FATAL
+
+
+class _RedactingFormatter(logging.Formatter):
+    """Redacts the whole formatted record, traceback included (an exception's text can hold
+    a signed URL)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from ._redact import redact_text
+
+        return redact_text(super().format(record))
 
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bulkload: %(message)s"))
+    handler.setFormatter(_RedactingFormatter("bulkload: %(message)s"))
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
@@ -325,17 +411,17 @@ def _error(message: str) -> None:
 
 
 def _read_key(args: argparse.Namespace) -> str | None:
-    from ._errors import ConfigError
+    from ._errors import MissingKeyError
 
     if args.api_key_file is not None:
         try:
             key: str = args.api_key_file.read_text().strip()
         except OSError as exc:
-            raise ConfigError(
+            raise MissingKeyError(
                 f"cannot read the API key file {args.api_key_file}: {exc.strerror}"
             ) from None
         if not key:
-            raise ConfigError(f"the API key file {args.api_key_file} is empty")
+            raise MissingKeyError(f"the API key file {args.api_key_file} is empty")
         return key
     return os.environ.get("SAFETYKIT_API_KEY") or None
 
@@ -367,7 +453,7 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
     _one_malloc_arena()
 
     from ._config import LoadConfig
-    from ._errors import ConfigError
+    from ._errors import MissingKeyError
     from ._pipeline import Loader, run_async
     from ._progress import LineDisplay, RichDisplay
 
@@ -390,13 +476,15 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
         keep_shards=args.keep_shards,
         dry_run=args.dry_run,
         restart=args.restart,
+        resend_failed=args.resend_failed,
+        verify_etag=args.verify_etag,
         grace=args.grace,
         timeout=args.timeout,
         max_retries=args.max_retries,
     )
     key = None if args.dry_run else _read_key(args)
     if not args.dry_run and not key:
-        raise ConfigError(
+        raise MissingKeyError(
             "no API key: set SAFETYKIT_API_KEY or pass --api-key-file FILE (or use --dry-run)"
         )
     display: Any = None
@@ -567,8 +655,7 @@ def _follow(args: argparse.Namespace, *, print_json: bool = True) -> tuple[int, 
     except (KeyboardInterrupt, asyncio.CancelledError):
         _error(f"interrupted; rerun `bulkload {args.command} {args.manifest}` to go on")
         return EXIT_SIGINT, {}
-    # `status` only reports: unfinished requests are not an error there, failed ones are.
-    code = result.exit_code if args.command == "wait" else (EXIT_FAILED if result.failed else 0)
+    code = result.exit_code if args.command == "wait" else result.status_exit_code
     if args.json:
         if print_json:
             _print_json({**result.to_dict(), "exit_code": code})
