@@ -187,7 +187,7 @@ class Deliverer:
         self.failed.append(shard.index)
 
     async def _record(self, event: dict[str, Any]) -> None:
-        await asyncio.to_thread(self.state.record, event)
+        await self.state.record_async(event)
 
 
 def remove_shard_file(shard: ShardInfo) -> None:

@@ -26,6 +26,9 @@ the failure is in the result (``LoadResult.failed_shards``, exit code 4) and the
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class BulkloadError(Exception):
     """Root of every error bulkload raises on purpose."""
@@ -91,14 +94,20 @@ class UsageError(BulkloadError, RuntimeError):
 
 #: Who reads bulkload's messages: a library caller, unless the command line said otherwise.
 #: Advice names options the way the reader can act on them (``--restart`` in a shell,
-#: ``restart=True`` in Python); a process-wide choice, made once by ``bulkload.cli.main``.
+#: ``restart=True`` in Python); a process-wide choice, made by ``bulkload.cli.main``.
 _speaking_to_cli = False
 
 
-def speak_to_cli() -> None:
-    """Word advice in messages with command-line flags (the CLI calls this once)."""
+@contextlib.contextmanager
+def speaking_to_cli() -> Iterator[None]:
+    """Word advice in messages with command-line flags while a command runs (a process-wide
+    setting, since messages are also made in threads that no context reaches)."""
     global _speaking_to_cli
-    _speaking_to_cli = True
+    before, _speaking_to_cli = _speaking_to_cli, True
+    try:
+        yield
+    finally:
+        _speaking_to_cli = before
 
 
 def option(flag: str, keyword: str) -> str:

@@ -351,7 +351,7 @@ class Follower:
             doc["results_file"] = before["results_file"]
         if all(before.get(k) == v for k, v in doc.items()):
             return None
-        await asyncio.to_thread(self.state.record, {"t": "processing", "index": index, **doc})
+        await self.state.record_async({"t": "processing", "index": index, **doc})
         await asyncio.to_thread(self.state.write_manifest, force=False)
         return StatusChange(
             shard=index,

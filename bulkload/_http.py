@@ -64,21 +64,25 @@ def describe_exception(exc: BaseException) -> str:
     """A short, secret-free description of a network failure.
 
     aiohttp puts the full URL into some messages (``ClientOSError``: "Can not write request
-    body for <url>"; ``ClientResponseError``: ``url=URL(...)``), so whatever text comes
-    from the exception goes through the redactor."""
+    body for <url>"; ``ClientResponseError``: ``url=URL(...)``), and an OS error's text is
+    anyone's guess, so the description as a whole goes through the redactor."""
+    return redact_text(_describe(exc))
+
+
+def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return "DNS lookup failed"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"connection failed ({exc.os_error.strerror or type(exc.os_error).__name__})"
+        return f"connection failed ({exc.os_error.strerror or exc.os_error})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server closed the connection"
     if isinstance(exc, aiohttp.ClientPayloadError):
         return "connection dropped mid-transfer"
     if isinstance(exc, aiohttp.ClientOSError):
-        return f"connection error ({redact_text(exc.strerror or type(exc).__name__)})"
-    text = redact_text(str(exc)).strip()
+        return f"connection error ({exc.strerror or type(exc).__name__})"
+    text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -18,6 +18,7 @@ PUT again to it (same requestId), failed ones are retried.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -306,6 +307,18 @@ class RunState:
             os.fsync(self._journal.fileno())
             self._apply(event)
             self.dirty = True
+
+    async def record_async(self, event: dict[str, Any]) -> None:
+        """``record`` from the event loop, in a worker thread, seen through to the end even
+        if the caller is cancelled meanwhile (the cancellation is raised after): a step
+        that was being written down is written down, and a manifest flushed right after
+        the cancellation includes it."""
+        running = asyncio.get_running_loop().run_in_executor(None, self.record, event)
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            await running
+            raise
 
     def _apply(self, e: dict[str, Any]) -> None:
         kind = e.get("t")

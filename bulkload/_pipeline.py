@@ -337,11 +337,8 @@ class _Run:
     def _begin(self) -> None:
         try:
             self._lock = lock_work_dir(self.loader.work_dir)
-        except PermissionError as exc:
-            raise StateError(
-                f"cannot write to the work dir {self.loader.work_dir}: {exc.strerror}; "
-                f"choose another {option('--work-dir', 'work_dir')} or fix its permissions"
-            ) from None
+        except OSError as exc:
+            raise self._unwritable(exc) from None
         try:
             self.state = RunState.open(self.loader.work_dir)
             identity = self._run_identity()
@@ -349,20 +346,20 @@ class _Run:
             self.state.start(identity)
             self.shard_dir.mkdir(parents=True, exist_ok=True)
             self.reader.open()
-        except PermissionError as exc:
+        except BaseException as exc:
             self.state.close()
             unlock_work_dir(self._lock)
             self._lock = None
-            raise StateError(
-                f"cannot write to the work dir {self.loader.work_dir} ({exc.filename}: "
-                f"{exc.strerror}); choose another {option('--work-dir', 'work_dir')} or fix "
-                "its permissions"
-            ) from None
-        except BaseException:
-            self.state.close()
-            unlock_work_dir(self._lock)
-            self._lock = None
+            if isinstance(exc, OSError) and not isinstance(exc, BulkloadError):
+                raise self._unwritable(exc) from None
             raise
+
+    def _unwritable(self, exc: OSError) -> StateError:
+        where = f" ({exc.filename})" if exc.filename else ""
+        return StateError(
+            f"cannot write to the work dir {self.loader.work_dir}{where}: {exc.strerror or exc}; "
+            f"choose another {option('--work-dir', 'work_dir')} or fix its permissions"
+        )
 
     def _end(self, *, finished: bool) -> None:
         """Close the run: totals into the journal (a finished run only) and the manifest."""
@@ -514,7 +511,7 @@ class _Run:
             )
         if entry is not None and entry.md5 == shard.md5 and entry.status == "uploaded":
             if self.cfg.resend_failed and _failed_processing(entry):
-                await asyncio.to_thread(self.state.record, {"t": "resend", "index": shard.index})
+                await self.state.record_async({"t": "resend", "index": shard.index})
                 self.resent += 1
             else:
                 stats.skipped += 1
@@ -534,9 +531,9 @@ class _Run:
             ],
         }
         if entry is None or entry.md5 != shard.md5:
-            await asyncio.to_thread(self.state.record, event)
+            await self.state.record_async(event)
         elif entry.status == "failed":
-            await asyncio.to_thread(self.state.record, {"t": "retry", "index": shard.index})
+            await self.state.record_async({"t": "retry", "index": shard.index})
         if self.cfg.dry_run:
             return
         await self.queue.put(shard)

@@ -315,16 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     _setup_logging(args.verbose)
-    from ._errors import BulkloadError, ConfigError, MissingKeyError, speak_to_cli
+    from ._errors import BulkloadError, ConfigError, MissingKeyError, speaking_to_cli
 
-    speak_to_cli()
     try:
-        if args.command == "load":
-            return _load(args, args_list)
-        if args.command in ("status", "wait"):
-            return _follow(args)[0]
-        if args.command == "merge":
-            return _merge(args)
+        with speaking_to_cli():
+            return _dispatch(args, args_list)
     except KeyboardInterrupt:
         _error("interrupted")
         return EXIT_SIGINT
@@ -339,7 +334,16 @@ def main(argv: list[str] | None = None) -> int:
         if not isinstance(cause, Exception):
             raise  # SystemExit and the like: not ours to turn into a message
         return _unexpected(cause, args)
-    parser.error(f"unknown command {args.command}")
+
+
+def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.command == "load":
+        return _load(args, argv)
+    if args.command in ("status", "wait"):
+        return _follow(args)[0]
+    if args.command == "merge":
+        return _merge(args)
+    raise AssertionError(f"unknown command {args.command}")  # argparse allows no other
 
 
 def _first_cause(exc: BaseException) -> BaseException:
