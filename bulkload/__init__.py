@@ -7,9 +7,14 @@ Names are imported on first use, so that ``bulkload --help`` does not pay for ai
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
+from ._redact import RedactingFilter as _RedactingFilter
 from ._version import __version__ as __version__
+
+# Every message bulkload logs passes through the redactor (signed URLs are credentials).
+logging.getLogger("bulkload").addFilter(_RedactingFilter())
 
 if TYPE_CHECKING:
     from ._config import LoadConfig as LoadConfig
@@ -23,6 +28,9 @@ if TYPE_CHECKING:
     from ._errors import TooManyRejectsError as TooManyRejectsError
     from ._errors import UsageError as UsageError
     from ._errors import WorkerError as WorkerError
+    from ._follow import Follower as Follower
+    from ._follow import StatusChange as StatusChange
+    from ._follow import WaitResult as WaitResult
     from ._partition import merge_manifests as merge_manifests
     from ._partition import partition_inputs as partition_inputs
     from ._pipeline import Loader as Loader
@@ -42,6 +50,9 @@ _WHERE = {
     "TooManyRejectsError": "._errors",
     "UsageError": "._errors",
     "WorkerError": "._errors",
+    "Follower": "._follow",
+    "StatusChange": "._follow",
+    "WaitResult": "._follow",
     "merge_manifests": "._partition",
     "partition_inputs": "._partition",
     "Loader": "._pipeline",

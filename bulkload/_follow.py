@@ -448,6 +448,8 @@ class Follower:
         options = run.get("options", {})
         argv = ["bulkload", "load", str(run.get("namespace")), *(i["path"] for i in run["inputs"])]
         argv += ["--work-dir", str(self.state.work_dir), "--resend-failed"]
+        if run.get("base_url") and run["base_url"] != DEFAULT_BASE_URL:
+            argv += ["--base-url", run["base_url"]]
         flags = {
             "shard_max_bytes": ("--shard-size", 64 << 20),
             "shard_max_records": ("--shard-records", 100_000),
