@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 
+from . import _events as events
 from ._api import ApiClient, ImportTicket, is_md5
 from ._errors import ApiError, option
 from ._http import redact_text
@@ -69,7 +69,7 @@ class Deliverer:
         while True:
             ticket = entry.ticket()
             if ticket is not None and not ticket.usable():
-                await self._record({"t": "abandon", "index": shard.index, "reason": "URL expired"})
+                await self._record(events.Abandon(index=shard.index, reason="URL expired"))
                 ticket = None
             if ticket is None:
                 try:
@@ -102,9 +102,7 @@ class Deliverer:
                 self.stats.bytes_uploaded -= sent
                 if failure.kind is PutOutcome.EXPIRED and renewals < MAX_RENEWALS:
                     renewals += 1
-                    await self._record(
-                        {"t": "abandon", "index": shard.index, "reason": str(failure)}
-                    )
+                    await self._record(events.Abandon(index=shard.index, reason=str(failure)))
                     continue
                 if failure.kind is PutOutcome.THROTTLED:
                     self.limit.throttled(failure.retry_after)
@@ -119,15 +117,14 @@ class Deliverer:
                 await asyncio.sleep(self.policy.delay(attempts - 1, failure.retry_after))
                 continue
             await self._record(
-                {
-                    "t": "uploaded",
-                    "index": shard.index,
-                    "etag": stored.etag,
-                    "etag_verified": verified,
-                    **({"etag_note": note} if note else {}),
-                    "attempts": attempts,
-                    "at": now_iso(),
-                }
+                events.Uploaded(
+                    index=shard.index,
+                    etag=stored.etag,
+                    etag_verified=verified,
+                    etag_note=note,
+                    attempts=attempts,
+                    at=now_iso(),
+                )
             )
             await self.limit.succeeded()
             self.stats.uploaded += 1
@@ -174,19 +171,15 @@ class Deliverer:
             error,
             "; rerun the same command to retry it" if rerun_helps else "",
         )
-        event: dict[str, Any] = {
-            "t": "failed",
-            "index": shard.index,
-            "error": error,
-            "attempts": attempts,
-        }
-        if not rerun_helps:
-            event["restart"] = True  # the inputs changed: a plain rerun would be refused
-        await self._record(event)
+        # restart: the inputs changed, so a plain rerun would be refused.
+        failed = events.Failed(
+            index=shard.index, error=error, attempts=attempts, restart=not rerun_helps
+        )
+        await self._record(failed)
         self.stats.failed += 1
         self.failed.append(shard.index)
 
-    async def _record(self, event: dict[str, Any]) -> None:
+    async def _record(self, event: events.Event) -> None:
         await self.state.record_async(event)
 
 
@@ -195,12 +188,11 @@ def remove_shard_file(shard: ShardInfo) -> None:
         shard.path.unlink()
 
 
-def _ticket_event(index: int, ticket: ImportTicket) -> dict[str, Any]:
-    return {
-        "t": "ticket",
-        "index": index,
-        "request_id": ticket.request_id,
-        "object_key": ticket.object_key,
-        "upload_url": ticket.upload_url,
-        "expires_at": ticket.expires_at.isoformat() if ticket.expires_at else None,
-    }
+def _ticket_event(index: int, ticket: ImportTicket) -> events.Ticket:
+    return events.Ticket(
+        index=index,
+        request_id=ticket.request_id,
+        object_key=ticket.object_key,
+        upload_url=ticket.upload_url,
+        expires_at=ticket.expires_at.isoformat() if ticket.expires_at else None,
+    )

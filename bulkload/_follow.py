@@ -27,6 +27,7 @@ from typing import Any
 
 import aiohttp
 
+from . import _events as events
 from ._api import ApiClient, DownloadFailure, RequestStatus
 from ._config import DEFAULT_BASE_URL
 from ._errors import ApiError, ConfigError, MissingKeyError, StateError, UsageError, option
@@ -351,7 +352,7 @@ class Follower:
             doc["results_file"] = before["results_file"]
         if all(before.get(k) == v for k, v in doc.items()):
             return None
-        await self.state.record_async({"t": "processing", "index": index, **doc})
+        await self.state.record_async(events.Processing(index=index, **doc))
         await asyncio.to_thread(self.state.write_manifest, force=False)
         return StatusChange(
             shard=index,

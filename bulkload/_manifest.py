@@ -27,8 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
+from . import _events as events
 from ._api import ImportTicket, parse_time
 from ._durable import atomic_write
 from ._errors import StateError
@@ -127,6 +129,13 @@ class ShardEntry:
     #: Keys of a bare manifest that a run does not write (``partition``, ``original_index``
     #: and ``work_dir`` of a merged manifest), kept so that ``status``/``wait`` keep them.
     extra: dict[str, Any] | None = None
+
+    def forget_request(self, into: list[str]) -> None:
+        """The shard's request is done with (its URL expired, or it failed processing):
+        keep its id in ``into``, and clear it so that the next upload asks for a new one."""
+        if self.request_id and self.request_id not in into:
+            into.append(self.request_id)
+        self.request_id = self.upload_url = self.expires_at = self.object_key = None
 
     def ticket(self) -> ImportTicket | None:
         if self.request_id is None or self.upload_url is None:
@@ -265,14 +274,13 @@ class RunState:
     def _replay(self) -> None:
         with open(self.journal_path, "rb") as f:
             for raw in f:
-                try:
-                    event = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    # Only the last line can be torn (a kill mid-append); it was never acted on.
-                    continue
-                self._apply(event)
+                # None: the torn last line of a kill mid-append (never acted on), or a kind
+                # of event this version does not know.
+                event = events.decode(raw)
+                if event is not None:
+                    self._apply(event)
 
-    def start(self, run: dict[str, Any]) -> None:
+    def start(self, run: events.Run) -> None:
         """Begin a run: create the work dir, open the journal, record the run's identity."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.mkdir(mode=0o700, exist_ok=True)
@@ -280,7 +288,7 @@ class RunState:
         fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.fchmod(fd, 0o600)
         self._journal = os.fdopen(fd, "ab")
-        self.record({"t": "run", **run})
+        self.record(run)
 
     def close(self) -> None:
         with self._lock:
@@ -292,9 +300,9 @@ class RunState:
 
     # -- events --------------------------------------------------------------------------
 
-    def record(self, event: dict[str, Any]) -> None:
+    def record(self, event: events.Event) -> None:
         """Append ``event`` durably, then apply it."""
-        line = orjson.dumps(event) + b"\n"
+        line = events.encode(event)
         with self._lock:
             if self._journal is None and self._journal_optional:
                 self._apply(event)
@@ -308,7 +316,7 @@ class RunState:
             self._apply(event)
             self.dirty = True
 
-    async def record_async(self, event: dict[str, Any]) -> None:
+    async def record_async(self, event: events.Event) -> None:
         """``record`` from the event loop, in a worker thread, seen through to the end even
         if the caller is cancelled meanwhile (the cancellation is raised after): a step
         that was being written down is written down, and a manifest flushed right after
@@ -320,72 +328,67 @@ class RunState:
             await running
             raise
 
-    def _apply(self, e: dict[str, Any]) -> None:
-        kind = e.get("t")
-        if kind == "run":
-            self.run = {k: v for k, v in e.items() if k != "t"}
-            self.runs += 1
-            self.finished_at = None
-            return
-        if kind == "finish":
-            self.finished_at = e.get("at")
-            self.totals = dict(e.get("totals", {}))
-            return
-        index = e.get("index")
-        if not isinstance(index, int):
-            return
-        if kind == "shard":
-            old = self.shards.get(index)
-            if old is None or old.md5 != e["md5"]:
-                self.shards[index] = ShardEntry(
-                    index=index,
-                    records=e["records"],
-                    bytes=e["bytes"],
-                    md5=e["md5"],
-                    sources=e["sources"],
-                )
-            return
-        entry = self.shards.get(index)
+    def _apply(self, e: events.Event) -> None:
+        match e:
+            case events.Run():
+                self.run = {k: v for k, v in msgspec.structs.asdict(e).items() if v is not None}
+                self.runs += 1
+                self.finished_at = None
+                return
+            case events.Finish():
+                self.finished_at = e.at
+                self.totals = dict(e.totals)
+                return
+            case events.Shard():
+                old = self.shards.get(e.index)
+                if old is None or old.md5 != e.md5:
+                    self.shards[e.index] = ShardEntry(
+                        index=e.index, records=e.records, bytes=e.bytes, md5=e.md5,
+                        sources=e.sources,
+                    )  # fmt: skip
+                return
+        entry = self.shards.get(e.index)
         if entry is None:
-            return
-        if kind == "ticket":
-            entry.request_id = e["request_id"]
-            entry.object_key = e.get("object_key")
-            entry.upload_url = e.get("upload_url")
-            entry.expires_at = e.get("expires_at")
-        elif kind == "abandon":
-            if entry.request_id and entry.request_id not in entry.abandoned_request_ids:
-                entry.abandoned_request_ids.append(entry.request_id)
-            entry.request_id = entry.upload_url = entry.expires_at = entry.object_key = None
-        elif kind == "uploaded":
-            entry.status = "uploaded"
-            entry.etag = e.get("etag")
-            entry.etag_verified = e.get("etag_verified")
-            entry.etag_note = e.get("etag_note")
-            entry.attempts = e.get("attempts", entry.attempts)
-            entry.uploaded_at = e.get("at")
-            entry.error = None
-            entry.upload_url = None  # spent: never PUT this shard again
-        elif kind == "failed":
-            entry.status = "failed"
-            entry.error = e.get("error")
-            entry.needs_restart = bool(e.get("restart"))
-            entry.attempts = e.get("attempts", entry.attempts)
-        elif kind == "retry":
-            # A failed shard is being tried again by this run.
-            entry.status = "pending"
-            entry.error = None
-            entry.needs_restart = False
-        elif kind == "resend":
-            # Its request failed processing; the records go up again under a new one.
-            if entry.request_id and entry.request_id not in entry.failed_request_ids:
-                entry.failed_request_ids.append(entry.request_id)
-            entry.status = "pending"
-            entry.request_id = entry.upload_url = entry.expires_at = entry.object_key = None
-            entry.etag = entry.etag_note = entry.etag_verified = entry.uploaded_at = None
-            entry.processing = None
-        elif kind == "processing":
-            entry.processing = {k: v for k, v in e.items() if k not in ("t", "index")}
+            return  # a step of a shard that a --restart set aside
+        match e:
+            case events.Ticket():
+                entry.request_id = e.request_id
+                entry.object_key = e.object_key
+                entry.upload_url = e.upload_url
+                entry.expires_at = e.expires_at
+            case events.Abandon():
+                entry.forget_request(entry.abandoned_request_ids)
+            case events.Uploaded():
+                entry.status = "uploaded"
+                entry.etag = e.etag
+                entry.etag_verified = e.etag_verified
+                entry.etag_note = e.etag_note
+                entry.attempts = e.attempts or entry.attempts
+                entry.uploaded_at = e.at
+                entry.error = None
+                entry.upload_url = None  # spent: never PUT this shard again
+            case events.Failed():
+                entry.status = "failed"
+                entry.error = e.error
+                entry.needs_restart = e.restart
+                entry.attempts = e.attempts or entry.attempts
+            case events.Retry():
+                # A failed shard is being tried again by this run.
+                entry.status = "pending"
+                entry.error = None
+                entry.needs_restart = False
+            case events.Resend():
+                # Its request failed processing; the records go up again under a new one.
+                entry.forget_request(entry.failed_request_ids)
+                entry.status = "pending"
+                entry.etag = entry.etag_note = entry.etag_verified = entry.uploaded_at = None
+                entry.processing = None
+            case events.Processing():
+                doc = msgspec.structs.asdict(e)
+                del doc["index"]
+                if doc["results_file"] is None:
+                    del doc["results_file"]
+                entry.processing = doc
 
     # -- the manifest --------------------------------------------------------------------
 

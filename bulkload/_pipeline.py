@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
+from . import _events as events
 from ._api import ApiClient
 from ._config import DEFAULT_BASE_URL, LoadConfig
 from ._deliver import Deliverer, remove_shard_file
@@ -275,25 +276,25 @@ class _Run:
 
     # -- set-up and tear-down ----------------------------------------------------------------
 
-    def _run_identity(self) -> dict[str, Any]:
+    def _run_identity(self) -> events.Run:
         options = asdict(self.cfg)
         options["ca_bundle"] = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
-        return {
-            "namespace": self.loader.namespace,
-            "base_url": self.loader.base_url,
-            "inputs": [
+        return events.Run(
+            namespace=self.loader.namespace,
+            base_url=self.loader.base_url,
+            inputs=[
                 {"path": s.display, "size": s.size, "mtime_ns": s.mtime_ns,
                  "compression": s.compression, "format": s.format}
                 for s in self.sources
             ],
-            "options": options,
+            options=options,
             # Relative INPUT paths are relative to this: `wait` run from elsewhere finds them.
-            "cwd": os.getcwd(),
-            "started_at": now_iso(),
-            **({"partition": self.partition} if self.partition is not None else {}),
-        }  # fmt: skip
+            cwd=os.getcwd(),
+            started_at=now_iso(),
+            partition=self.partition,
+        )  # fmt: skip
 
-    def _check_resume(self, identity: dict[str, Any]) -> None:
+    def _check_resume(self, identity: events.Run) -> None:
         """Refuse to resume a work dir that belongs to other inputs or options."""
         old = self.state.run
         if not old or not self.state.shards:
@@ -302,14 +303,14 @@ class _Run:
             self._set_aside()
             return
         problems = []
-        if old.get("namespace") != identity["namespace"]:
+        if old.get("namespace") != identity.namespace:
             problems.append(f"namespace was {old.get('namespace')!r}")
         old_opts = old.get("options", {})
         for key in _SHARDING_OPTIONS:
-            if key in old_opts and old_opts[key] != identity["options"][key]:
-                problems.append(f"{key} was {old_opts[key]!r}, now {identity['options'][key]!r}")
+            if key in old_opts and old_opts[key] != identity.options[key]:
+                problems.append(f"{key} was {old_opts[key]!r}, now {identity.options[key]!r}")
         old_inputs = [(i["path"], i.get("size"), i.get("mtime_ns")) for i in old.get("inputs", [])]
-        new_inputs = [(i["path"], i["size"], i["mtime_ns"]) for i in identity["inputs"]]
+        new_inputs = [(i["path"], i["size"], i["mtime_ns"]) for i in identity.inputs]
         if old_inputs != new_inputs and new_inputs and not all(i[0] == "-" for i in new_inputs):
             problems.append("the inputs changed (paths, sizes or modification times)")
         if problems:
@@ -369,7 +370,7 @@ class _Run:
         if self.reader.duplicates is not None:
             totals["duplicate_ids"] = self.reader.duplicates[0]
         if finished:
-            self.state.record({"t": "finish", "at": now_iso(), "totals": totals})
+            self.state.record(events.Finish(at=now_iso(), totals=totals))
         else:
             self.state.totals = totals
         self.state.write_manifest(force=True)
@@ -511,7 +512,7 @@ class _Run:
             )
         if entry is not None and entry.md5 == shard.md5 and entry.status == "uploaded":
             if self.cfg.resend_failed and _failed_processing(entry):
-                await self.state.record_async({"t": "resend", "index": shard.index})
+                await self.state.record_async(events.Resend(index=shard.index))
                 self.resent += 1
             else:
                 stats.skipped += 1
@@ -519,21 +520,20 @@ class _Run:
                 stats.records_uploaded += shard.records
                 await asyncio.to_thread(remove_shard_file, shard)
                 return
-        event = {
-            "t": "shard",
-            "index": shard.index,
-            "records": shard.records,
-            "bytes": shard.bytes,
-            "md5": shard.md5,
-            "sources": [
+        event = events.Shard(
+            index=shard.index,
+            records=shard.records,
+            bytes=shard.bytes,
+            md5=shard.md5,
+            sources=[
                 {"path": r.path, "first_line": r.first_line, "last_line": r.last_line}
                 for r in shard.sources
             ],
-        }
+        )
         if entry is None or entry.md5 != shard.md5:
             await self.state.record_async(event)
         elif entry.status == "failed":
-            await self.state.record_async({"t": "retry", "index": shard.index})
+            await self.state.record_async(events.Retry(index=shard.index))
         if self.cfg.dry_run:
             return
         await self.queue.put(shard)
