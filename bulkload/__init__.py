@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ._errors import BulkloadError as BulkloadError
     from ._errors import ConfigError as ConfigError
     from ._errors import DiskSpaceError as DiskSpaceError
+    from ._errors import ExitCode as ExitCode
+    from ._errors import PartitionError as PartitionError
     from ._errors import SourceError as SourceError
     from ._errors import StateError as StateError
     from ._errors import TooManyRejectsError as TooManyRejectsError
@@ -45,6 +47,8 @@ _WHERE = {
     "BulkloadError": "._errors",
     "ConfigError": "._errors",
     "DiskSpaceError": "._errors",
+    "ExitCode": "._errors",
+    "PartitionError": "._errors",
     "SourceError": "._errors",
     "StateError": "._errors",
     "TooManyRejectsError": "._errors",

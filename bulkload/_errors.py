@@ -17,7 +17,11 @@ chained with ``raise ... from exc``.
     ├── WorkerError                               a --workers process died
     ├── ApiError                                  the SafetyKit API said no (status, body)
     │   └── AuthError                             401/403 on an API call: the key
+    ├── PartitionError                            bulkload.dask: partitions did not finish
     └── UsageError(BulkloadError, RuntimeError)   the library used wrongly
+
+Each class carries the exit code the command line ends with (``exc.exit_code``), so the CLI
+needs no policy of its own: ``except BulkloadError as exc: return exc.exit_code``.
 
 A shard that fails after all retries raises nothing: the run goes on with the others, and
 the failure is in the result (``LoadResult.failed_shards``, exit code 4) and the manifest
@@ -27,20 +31,44 @@ the failure is in the result (``LoadResult.failed_shards``, exit code 4) and the
 from __future__ import annotations
 
 import contextlib
+import enum
 from collections.abc import Iterator
+from typing import Any
+
+
+class ExitCode(enum.IntEnum):
+    """The contract's exit codes, in one place."""
+
+    OK = 0
+    #: Bad API key, API unreachable, unreadable input, a bug … (the message says which).
+    FATAL = 1
+    USAGE = 2
+    #: Every record uploaded, but some lines were rejected.
+    REJECTS = 3
+    #: Some shards failed after all retries (status/wait: some requests failed).
+    FAILED = 4
+    SIGINT = 130
+    SIGTERM = 143
 
 
 class BulkloadError(Exception):
     """Root of every error bulkload raises on purpose."""
 
+    #: What the command line exits with when this error ends a command.
+    exit_code: ExitCode = ExitCode.FATAL
+
 
 class ConfigError(BulkloadError, ValueError):
     """An option has a value bulkload cannot use."""
+
+    exit_code = ExitCode.USAGE
 
 
 class MissingKeyError(ConfigError):
     """No usable API key: none given, or its file cannot be read. A fatal error (exit 1),
     not a usage error: the command line was right, the environment is not."""
+
+    exit_code = ExitCode.FATAL
 
 
 class SourceError(BulkloadError):
@@ -86,6 +114,19 @@ class ApiError(BulkloadError):
 
 class AuthError(ApiError):
     """The API refused the key (401/403 on an API call)."""
+
+
+class PartitionError(BulkloadError):
+    """Some partitions of a ``bulkload.dask`` load did not finish. ``failures`` maps each
+    partition index to its error; ``manifest`` is the merged manifest, or None when it
+    could not be built."""
+
+    def __init__(
+        self, message: str, *, failures: dict[int, BaseException], manifest: dict[str, Any] | None
+    ) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.manifest = manifest
 
 
 class UsageError(BulkloadError, RuntimeError):

@@ -30,7 +30,15 @@ import aiohttp
 from . import _events as events
 from ._api import ApiClient, DownloadFailure, RequestStatus
 from ._config import DEFAULT_BASE_URL
-from ._errors import ApiError, ConfigError, MissingKeyError, StateError, UsageError, option
+from ._errors import (
+    ApiError,
+    ConfigError,
+    ExitCode,
+    MissingKeyError,
+    StateError,
+    UsageError,
+    option,
+)
 from ._http import Secret, make_session, redact_text
 from ._manifest import MANIFEST, RunState
 from ._results import SourceLines, locate_lines, reconcile, unreadable_notes
@@ -83,22 +91,22 @@ class WaitResult:
     resend_command: str | None = None
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """``wait``'s rule: 1 if anything is unfinished or unknown, else 4 if anything
         failed or was never uploaded, else 0."""
         if self.timed_out or self.unfinished or self.errors:
-            return 1
+            return ExitCode.FATAL
         if self.failed or self.not_uploaded:
-            return 4
-        return 0
+            return ExitCode.FAILED
+        return ExitCode.OK
 
     @property
-    def status_exit_code(self) -> int:
+    def status_exit_code(self) -> ExitCode:
         """``status``'s rule: it only reports, so unfinished requests are no error; failed
         ones are (4), and statuses it could not learn (1)."""
         if self.failed:
-            return 4
-        return 1 if self.errors else 0
+            return ExitCode.FAILED
+        return ExitCode.FATAL if self.errors else ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -34,7 +34,15 @@ from . import _events as events
 from ._api import ApiClient
 from ._config import DEFAULT_BASE_URL, LoadConfig
 from ._deliver import Deliverer, remove_shard_file
-from ._errors import BulkloadError, ConfigError, MissingKeyError, StateError, UsageError, option
+from ._errors import (
+    BulkloadError,
+    ConfigError,
+    ExitCode,
+    MissingKeyError,
+    StateError,
+    UsageError,
+    option,
+)
 from ._http import Secret, is_loopback_host, make_session
 from ._manifest import SHARDS_DIR, RunState, lock_work_dir, now_iso, unlock_work_dir
 from ._partition import partition_inputs, partition_record
@@ -88,14 +96,14 @@ class LoadResult:
     restart_needed: bool = False
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         if self.interrupted:
-            return 130
+            return ExitCode.SIGINT
         if self.failed:
-            return 4
+            return ExitCode.FAILED
         if self.rejected:
-            return 3
-        return 0
+            return ExitCode.REJECTS
+        return ExitCode.OK
 
     def to_dict(self) -> dict[str, Any]:
         doc = asdict(self)

@@ -22,7 +22,9 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._pipeline import LoadResult
 
-EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_REJECTS, EXIT_FAILED = 0, 1, 2, 3, 4
+# The contract's exit codes; the same numbers as bulkload._errors.ExitCode, spelled here so
+# that `bulkload --help` imports nothing of the library.
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 
 log = logging.getLogger("bulkload")
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     _setup_logging(args.verbose)
-    from ._errors import BulkloadError, ConfigError, MissingKeyError, speaking_to_cli
+    from ._errors import BulkloadError, speaking_to_cli
 
     try:
         with speaking_to_cli():
@@ -325,12 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_SIGINT
     except BaseException as raised:
         cause = _first_cause(raised)
-        if isinstance(cause, ConfigError):
-            _error(str(cause))
-            return EXIT_FATAL if isinstance(cause, MissingKeyError) else EXIT_USAGE
         if isinstance(cause, BulkloadError):
             _error(str(cause))
-            return EXIT_FATAL
+            return cause.exit_code
         if not isinstance(cause, Exception):
             raise  # SystemExit and the like: not ours to turn into a message
         return _unexpected(cause, args)

@@ -37,23 +37,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._errors import BulkloadError, ConfigError, StateError
+from ._errors import BulkloadError, ConfigError, PartitionError, StateError
 from ._http import Secret
 from ._partition import merge_manifests, write_merged
 
 __all__ = ["PartitionError", "load", "partition_dir"]
-
-
-class PartitionError(BulkloadError):
-    """Some partitions did not finish. ``failures`` maps each partition index to its
-    error; ``manifest`` is the merged manifest, or None when it could not be built."""
-
-    def __init__(
-        self, message: str, *, failures: dict[int, BaseException], manifest: dict[str, Any] | None
-    ) -> None:
-        super().__init__(message)
-        self.failures = failures
-        self.manifest = manifest
 
 
 class PartitionFailed(BulkloadError):
