@@ -15,7 +15,9 @@ backoff like a 5xx, and described (status, content type, first bytes) if it pers
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,10 +30,22 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from ._config import Endpoint
 from ._errors import ApiError, AuthError, option
-from ._http import TRANSIENT_ERRORS, Secret, describe_exception, redact_text, redact_url, tls_hint
+from ._http import (
+    TRANSIENT_ERRORS,
+    Secret,
+    describe_exception,
+    is_loopback_host,
+    make_session,
+    redact_text,
+    redact_url,
+    tls_hint,
+)
 from ._retry import RetryPolicy, is_retryable_status, parse_retry_after
-from ._throttle import AdaptiveLimit, RateLimiter
+from ._throttle import AdaptiveLimit, RateLimiter, api_rate
+
+log = logging.getLogger("bulkload")
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
@@ -167,6 +181,37 @@ def _shown(value: object) -> str:
     return redact_text(text if len(text) <= 60 else text[:60] + "…")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientOptions:
+    """How the client talks: per-attempt timeout, TLS, retries, pace. The same for a load,
+    ``status``/``wait`` and the Dask runner."""
+
+    timeout: float = 60.0
+    ca_bundle: Path | None = None
+    max_retries: int = 6
+    retry_after_cap: float = 300.0
+    max_rps: float | None = None
+
+
+def open_client(endpoint: Endpoint, options: ClientOptions) -> ApiClient:
+    """The one place an HTTP session and an API client are built; close with ``aclose``."""
+    if endpoint.base_url.startswith("http://") and not is_loopback_host(endpoint.base_url):
+        log.warning(
+            "the API key will travel unencrypted over plain http to %s; "
+            "use https unless this is a trusted test server",
+            endpoint.base_url,
+        )
+    session = make_session(timeout=options.timeout, ca_bundle=options.ca_bundle)
+    policy = RetryPolicy(max_retries=options.max_retries, retry_after_cap=options.retry_after_cap)
+    return ApiClient(
+        session,
+        endpoint.base_url,
+        endpoint.api_key.reveal(),
+        policy=policy,
+        rate=api_rate(options.max_rps),
+    )
+
+
 class ApiClient:
     """Calls to ``{base_url}/v1/data/...`` with the API key. The key is never in a repr."""
 
@@ -197,6 +242,22 @@ class ApiClient:
     def session(self) -> aiohttp.ClientSession:
         """The HTTP session: uploads share its connection pool."""
         return self._session
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._policy
+
+    def paced_by(self, limit: AdaptiveLimit) -> ApiClient:
+        """The same client (session, key, pace), whose calls also wait out the pauses of a
+        run's adaptive upload limit (a 429 on a call slows the uploads, and the reverse)."""
+        client = copy.copy(self)
+        client._limit = limit
+        client._import_path = self._import_path
+        return client
+
+    async def aclose(self) -> None:
+        """Close the session. On cancellation: it is closed all the same."""
+        await asyncio.shield(self._session.close())
 
     async def create_import(self, namespace: str) -> ImportTicket:
         """One import request: a requestId and its pre-signed upload URL."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import ConfigError
+from ._errors import ConfigError, MissingKeyError, option
+from ._redact import Secret
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -23,6 +25,44 @@ _UNITS = {
     "kib": KiB, "mib": MiB, "gib": GiB, "tib": 1024 * GiB,
 }  # fmt: skip
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Where the API is and the key to it, resolved once for every command and the library.
+
+    The base URL: the one given, else the one a manifest recorded (``status``/``wait``
+    follow requests where they were made), else ``SAFETYKIT_BASE_URL``, else the public API.
+    The key: the one given, else ``SAFETYKIT_API_KEY``; never printed (``Secret``).
+    """
+
+    base_url: str
+    api_key: Secret
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        recorded_base_url: str | None = None,
+        need_key: bool = True,
+        dry_run_possible: bool = False,
+    ) -> Endpoint:
+        url = base_url or recorded_base_url or os.environ.get("SAFETYKIT_BASE_URL")
+        key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
+        if need_key and not key:
+            dry = (
+                option(" (or use --dry-run)", " (or dry_run=True to validate only)")
+                if dry_run_possible
+                else ""
+            )
+            raise MissingKeyError(
+                "no API key: set SAFETYKIT_API_KEY or "
+                + option("pass --api-key-file FILE", "pass api_key=")
+                + dry
+            )
+        return cls((url or DEFAULT_BASE_URL).rstrip("/"), Secret(key or ""))
 
 
 def parse_size(text: str) -> int:

@@ -14,15 +14,12 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from . import _events as events
 from ._api import ApiClient, ImportTicket, is_md5
 from ._errors import ApiError, option
 from ._http import redact_text
 from ._manifest import RunState, now_iso
 from ._progress import Stats
-from ._retry import RetryPolicy
 from ._shard import ShardInfo
 from ._throttle import AdaptiveLimit, RateLimiter
 from ._upload import PutFailure, PutOutcome, Stored, put_shard
@@ -41,9 +38,7 @@ class Deliverer:
     namespace: str
     state: RunState
     api: ApiClient
-    session: aiohttp.ClientSession
     limit: AdaptiveLimit
-    policy: RetryPolicy
     stats: Stats
     bandwidth: RateLimiter | None = None
     keep_files: bool = False
@@ -91,7 +86,7 @@ class Deliverer:
 
             try:
                 stored = await put_shard(
-                    self.session,
+                    self.api.session,
                     ticket.upload_url,
                     shard.pieces,
                     on_bytes=count,
@@ -107,14 +102,14 @@ class Deliverer:
                 if failure.kind is PutOutcome.THROTTLED:
                     self.limit.throttled(failure.retry_after)
                 final = failure.kind in (PutOutcome.FATAL, PutOutcome.SOURCE)
-                if final or attempts > self.policy.max_retries:
+                if final or attempts > self.api.policy.max_retries:
                     rerun_helps = failure.kind is not PutOutcome.SOURCE
                     await self._fail(shard, attempts, str(failure), rerun_helps=rerun_helps)
                     return
                 log.info(
                     "shard %d: attempt %d failed: %s; retrying", shard.index, attempts, failure
                 )
-                await asyncio.sleep(self.policy.delay(attempts - 1, failure.retry_after))
+                await asyncio.sleep(self.api.policy.delay(attempts - 1, failure.retry_after))
                 continue
             await self._record(
                 events.Uploaded(

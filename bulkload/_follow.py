@@ -25,25 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from . import _events as events
-from ._api import ApiClient, DownloadFailure, RequestStatus
-from ._config import DEFAULT_BASE_URL
+from ._api import ApiClient, ClientOptions, DownloadFailure, RequestStatus, open_client
+from ._config import DEFAULT_BASE_URL, Endpoint
 from ._errors import (
     ApiError,
     ConfigError,
     ExitCode,
-    MissingKeyError,
     StateError,
     UsageError,
-    option,
 )
-from ._http import Secret, make_session, redact_text
+from ._http import redact_text
 from ._manifest import MANIFEST, RunState
 from ._results import SourceLines, locate_lines, reconcile, unreadable_notes
 from ._retry import RetryPolicy
-from ._throttle import api_rate
 
 log = logging.getLogger("bulkload")
 
@@ -157,29 +152,21 @@ class Follower:
         self.namespace = str(self.state.run.get("namespace") or "")
         if not self.namespace:
             raise StateError(f"{manifest_or_dir}: the manifest names no namespace")
-        self.base_url = (
-            base_url
-            or self.state.run.get("base_url")
-            or os.environ.get("SAFETYKIT_BASE_URL")
-            or DEFAULT_BASE_URL
-        ).rstrip("/")
-        key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
-        self._api_key = Secret(key or "")
-        if not self._api_key:
-            raise MissingKeyError(
-                "no API key: set SAFETYKIT_API_KEY or "
-                + option("use --api-key-file", "pass api_key=")
-            )
+        self._endpoint = Endpoint.resolve(
+            api_key=api_key, base_url=base_url, recorded_base_url=self.state.run.get("base_url")
+        )
+        self.base_url = self._endpoint.base_url
         if concurrency < 1:
             raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
-        self._max_rps = max_rps
-        self._concurrency = concurrency
-        self._timeout = timeout
+        if max_rps is not None and not max_rps > 0:
+            raise ConfigError(f"max_rps must be > 0, got {max_rps}")
+        self._options = ClientOptions(
+            timeout=timeout, ca_bundle=ca_bundle, max_retries=max_retries, max_rps=max_rps
+        )
         self._policy = RetryPolicy(max_retries=max_retries)
-        self._ca_bundle = ca_bundle
+        self._concurrency = concurrency
         self._poll_start = poll_start
         self._poll_cap = poll_cap
-        self._session: aiohttp.ClientSession | None = None
         self._api: ApiClient | None = None
         #: Whether any call was answered properly: before that, a call that fails for good
         #: means the command cannot work (exit 1); after, it is one request's problem.
@@ -189,17 +176,13 @@ class Follower:
         return f"Follower(manifest={str(self.state.manifest_path)!r}, base_url={self.base_url!r})"
 
     async def __aenter__(self) -> Follower:
-        self._session = make_session(timeout=self._timeout, ca_bundle=self._ca_bundle)
-        rate = api_rate(self._max_rps)
-        self._api = ApiClient(
-            self._session, self.base_url, self._api_key.reveal(), policy=self._policy, rate=rate
-        )
+        self._api = open_client(self._endpoint, self._options)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        session, self._session = self._session, None
-        if session is not None:
-            await asyncio.shield(session.close())
+        api, self._api = self._api, None
+        if api is not None:
+            await api.aclose()
         await asyncio.to_thread(self.state.close)
 
     # -- status ----------------------------------------------------------------------------

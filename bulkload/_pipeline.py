@@ -28,30 +28,25 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
-
 from . import _events as events
-from ._api import ApiClient
-from ._config import DEFAULT_BASE_URL, LoadConfig
+from ._api import ApiClient, ClientOptions, open_client
+from ._config import Endpoint, LoadConfig
 from ._deliver import Deliverer, remove_shard_file
 from ._errors import (
     BulkloadError,
     ConfigError,
     ExitCode,
-    MissingKeyError,
     StateError,
     UsageError,
     option,
 )
-from ._http import Secret, is_loopback_host, make_session
 from ._manifest import SHARDS_DIR, RunState, lock_work_dir, now_iso, unlock_work_dir
 from ._partition import partition_inputs, partition_record
 from ._progress import Progress, Stats
 from ._reader import Reader, Stop
-from ._retry import RetryPolicy
 from ._shard import ShardInfo
 from ._sources import Source, resolve_inputs
-from ._throttle import AdaptiveLimit, RateLimiter, api_rate
+from ._throttle import AdaptiveLimit, RateLimiter
 from ._upload import SLICE
 
 log = logging.getLogger("bulkload")
@@ -147,16 +142,13 @@ class Loader:
             raise ConfigError(f"namespace {namespace!r} may only hold letters, digits, '_' and '-'")
         self.namespace = namespace
         self.config = replace(config or LoadConfig(), **options)
-        self.base_url = (
-            base_url or os.environ.get("SAFETYKIT_BASE_URL") or DEFAULT_BASE_URL
-        ).rstrip("/")
-        key = api_key if api_key is not None else os.environ.get("SAFETYKIT_API_KEY")
-        self._api_key = Secret(key or "")
-        if not self.config.dry_run and not self._api_key:
-            raise MissingKeyError(
-                "no API key: set SAFETYKIT_API_KEY or "
-                + option("use --api-key-file (or --dry-run)", "pass api_key= (or dry_run=True)")
-            )
+        self._endpoint = Endpoint.resolve(
+            api_key=api_key,
+            base_url=base_url,
+            need_key=not self.config.dry_run,
+            dry_run_possible=True,
+        )
+        self.base_url = self._endpoint.base_url
         if work_dir is None:
             part = self.config.partition
             # Workers of one machine must not share a work dir: each gets its own by default.
@@ -167,7 +159,7 @@ class Loader:
         #: For remote INPUTs: fsspec file system options (credentials, endpoint); never
         #: written to the manifest.
         self.storage_options = dict(storage_options or {})
-        self._session: aiohttp.ClientSession | None = None
+        self._client: ApiClient | None = None
         self._closed = False
         self._stop = threading.Event()
         self._stop_requested: asyncio.Event | None = None
@@ -181,15 +173,17 @@ class Loader:
     async def __aenter__(self) -> Loader:
         if self._closed:
             raise UsageError("this Loader is closed; make a new one")
-        if not self.config.dry_run and self._session is None:
-            if self.base_url.startswith("http://") and not is_loopback_host(self.base_url):
-                log.warning(
-                    "the API key will travel unencrypted over plain http to %s; "
-                    "use https unless this is a trusted test server",
-                    self.base_url,
-                )
-            self._session = make_session(
-                timeout=self.config.timeout, ca_bundle=self.config.ca_bundle
+        if not self.config.dry_run and self._client is None:
+            cfg = self.config
+            self._client = open_client(
+                self._endpoint,
+                ClientOptions(
+                    timeout=cfg.timeout,
+                    ca_bundle=cfg.ca_bundle,
+                    max_retries=cfg.max_retries,
+                    retry_after_cap=cfg.retry_after_cap,
+                    max_rps=cfg.max_rps,
+                ),
             )
         return self
 
@@ -199,9 +193,9 @@ class Loader:
     async def aclose(self) -> None:
         """Close the HTTP session. On cancellation: the session is closed all the same."""
         self._closed = True
-        session, self._session = self._session, None
-        if session is not None:
-            await asyncio.shield(session.close())
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
 
     def request_stop(self) -> None:
         """Stop gracefully: read no more, start no new upload, finish the ones in flight
@@ -239,24 +233,6 @@ class Loader:
         part = self.config.partition
         partition = partition_record([], *part) if part is not None else None
         return await _Run(self, [], partition=partition).execute(records)
-
-    # -- used by _Run ----------------------------------------------------------------------
-
-    def _api(self, session: aiohttp.ClientSession, limit: AdaptiveLimit) -> ApiClient:
-        rate = api_rate(self.config.max_rps)
-        return ApiClient(
-            session,
-            self.base_url,
-            self._api_key.reveal(),
-            policy=self._policy(),
-            rate=rate,
-            limit=limit,
-        )
-
-    def _policy(self) -> RetryPolicy:
-        return RetryPolicy(
-            max_retries=self.config.max_retries, retry_after_cap=self.config.retry_after_cap
-        )
 
 
 class _Run:
@@ -394,14 +370,14 @@ class _Run:
     ) -> LoadResult:
         """Read ``self.sources`` (or ``records``), upload every shard, return the result."""
         loader = self.loader
-        session = loader._session
-        if session is None and not self.cfg.dry_run:
+        client = loader._client
+        if client is None and not self.cfg.dry_run:
             raise UsageError("use the Loader as `async with Loader(...) as loader:`")
         self.loop = asyncio.get_running_loop()
         loader._stop.clear()
         stop_requested = loader._stop_requested = asyncio.Event()
         await asyncio.to_thread(self._begin)
-        deliverer = self._deliverer(session) if session is not None else None
+        deliverer = self._deliverer(client) if client is not None else None
         reading: asyncio.Future[None] | None = None
         try:
             try:
@@ -445,7 +421,7 @@ class _Run:
             loader.on_progress(self.stats.snapshot())
         return self._result(interrupted=not finished and stop_requested.is_set())
 
-    def _deliverer(self, session: aiohttp.ClientSession) -> Deliverer:
+    def _deliverer(self, client: ApiClient) -> Deliverer:
         limit = AdaptiveLimit(self.cfg.upload_concurrency)
         bandwidth = None
         if self.cfg.max_bandwidth:
@@ -453,10 +429,8 @@ class _Run:
         return Deliverer(
             namespace=self.loader.namespace,
             state=self.state,
-            api=self.loader._api(session, limit),
-            session=session,
+            api=client.paced_by(limit),
             limit=limit,
-            policy=self.loader._policy(),
             stats=self.stats,
             bandwidth=bandwidth,
             keep_files=self.cfg.keep_shards,

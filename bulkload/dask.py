@@ -37,9 +37,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._config import Endpoint
 from ._errors import BulkloadError, ConfigError, PartitionError, StateError
-from ._http import Secret
 from ._partition import merge_manifests, write_merged
+from ._redact import Secret
 
 __all__ = ["PartitionError", "load", "partition_dir"]
 
@@ -87,8 +88,15 @@ def load(
         raise ConfigError(f"retries must be >= 0, got {retries}")
     if "work_dir" in loader_kwargs or "partition" in loader_kwargs:
         raise ConfigError("bulkload.dask sets work_dir and partition itself; give work_root")
-    key = loader_kwargs.pop("api_key", None) or os.environ.get("SAFETYKIT_API_KEY")
-    secret = Secret(key) if key else None
+    # Resolved here, on the client, as every command resolves them: the workers'
+    # environments need not hold the key or the base URL.
+    endpoint = Endpoint.resolve(
+        api_key=loader_kwargs.pop("api_key", None),
+        base_url=loader_kwargs.pop("base_url", None),
+        need_key=False,
+    )
+    loader_kwargs["base_url"] = endpoint.base_url
+    secret = endpoint.api_key if endpoint.api_key else None
     root = Path(work_root)
     own_cluster = None
     if client is None:
