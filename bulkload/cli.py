@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._config import LoadConfig
     from ._pipeline import LoadResult
 
 # The contract's exit codes; the same numbers as bulkload._errors.ExitCode, spelled here so
@@ -170,18 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument(
         "--shard-size",
+        dest="shard_max_bytes",
         type=_size,
         default=None,
         help="most bytes in one shard, e.g. 64MiB (default), 500MB, 1GiB; at most 5GiB",
     )
     load.add_argument(
         "--shard-records",
+        dest="shard_max_records",
         type=_positive_int,
         default=None,
         help="most records in one shard (default 100000)",
     )
     load.add_argument(
         "--concurrency",
+        dest="upload_concurrency",
         type=_positive_int,
         default=None,
         help="most uploads in flight at once (default 8)",
@@ -339,7 +343,8 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
     if args.command == "load":
         return _load(args, argv)
     if args.command in ("status", "wait"):
-        return _follow(args)[0]
+        timeout = getattr(args, "wait_timeout", None)
+        return _follow(args, command=args.command, manifest=args.manifest, timeout=timeout)[0]
     if args.command == "merge":
         return _merge(args)
     raise AssertionError(f"unknown command {args.command}")  # argparse allows no other
@@ -450,57 +455,42 @@ def _one_malloc_arena() -> None:
         pass
 
 
+def _config_from(args: argparse.Namespace) -> LoadConfig:
+    """The LoadConfig the options ask for: each option's ``dest`` is the field it sets, so a
+    new field needs only its option. An option not given leaves the library's default,
+    except ``--workers``: not given, the CLI chooses by input size and cores (None)."""
+    from dataclasses import fields
+
+    from ._config import LoadConfig
+
+    given = {
+        f.name: getattr(args, f.name)
+        for f in fields(LoadConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    return LoadConfig(**{"workers": None, **given})
+
+
 def _load(args: argparse.Namespace, argv: list[str]) -> int:
     import asyncio
 
     _one_malloc_arena()
 
-    from ._config import LoadConfig
-    from ._errors import MissingKeyError
     from ._pipeline import Loader, run_async
     from ._progress import LineDisplay, RichDisplay
 
-    overrides: dict[str, Any] = {
-        "shard_max_bytes": args.shard_size,
-        "shard_max_records": args.shard_records,
-        "upload_concurrency": args.concurrency,
-        "id_field": args.id_field,
-        "max_rejects": args.max_rejects,
-        "max_bandwidth": args.max_bandwidth,
-        "max_rps": args.max_rps,
-        "ca_bundle": args.ca_bundle,
-        "partition": args.partition,
-    }
-    config = LoadConfig(
-        **{k: v for k, v in overrides.items() if v is not None},
-        workers=args.workers,  # None: chosen by input size and cores
-        coerce_id=args.coerce_id,
-        check_duplicates=args.check_duplicates,
-        keep_shards=args.keep_shards,
-        dry_run=args.dry_run,
-        restart=args.restart,
-        resend_failed=args.resend_failed,
-        verify_etag=args.verify_etag,
-        grace=args.grace,
-        timeout=args.timeout,
-        max_retries=args.max_retries,
-    )
-    key = None if args.dry_run else _read_key(args)
-    if not args.dry_run and not key:
-        raise MissingKeyError(
-            "no API key: set SAFETYKIT_API_KEY or pass --api-key-file FILE (or use --dry-run)"
-        )
-    display: Any = None
-    if not args.quiet:
-        display = RichDisplay(f"{args.namespace}") if sys.stderr.isatty() else LineDisplay()
+    config = _config_from(args)
     loader = Loader(
         args.namespace,
-        api_key=key,
+        api_key=None if args.dry_run else _read_key(args),
         base_url=args.base_url,
         work_dir=args.work_dir,
         config=config,
-        on_progress=display,
     )
+    display: Any = None
+    if not args.quiet:
+        display = RichDisplay(f"{args.namespace}") if sys.stderr.isatty() else LineDisplay()
+    loader.on_progress = display
     signals: list[int] = []
 
     async def run() -> LoadResult | None:
@@ -562,8 +552,9 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
         if not args.json:
             _summary(result, args)
             print(f"bulkload: waiting for {result.uploaded} request(s) to finish", file=sys.stderr)
-        args.manifest, args.wait_timeout, args.command = result.work_dir, None, "wait"
-        wait_code, waited = _follow(args, print_json=False)
+        wait_code, waited = _follow(
+            args, command="wait", manifest=result.work_dir, timeout=None, print_json=False
+        )
         final = wait_code if wait_code != EXIT_OK else result.exit_code
         if args.json:
             _print_json({**result.to_dict(), "wait": waited, "exit_code": final})
@@ -616,8 +607,16 @@ def _summary(r: LoadResult, args: argparse.Namespace) -> None:
     print("\n".join(load_summary(r)), file=sys.stdout, flush=True)
 
 
-def _follow(args: argparse.Namespace, *, print_json: bool = True) -> tuple[int, dict[str, Any]]:
-    """``status`` and ``wait`` (also ``load --wait``): the exit code and the summary."""
+def _follow(
+    args: argparse.Namespace,
+    *,
+    command: str,
+    manifest: Path,
+    timeout: float | None,
+    print_json: bool = True,
+) -> tuple[int, dict[str, Any]]:
+    """``status`` and ``wait`` (also ``load --wait``, with its own work dir and no time
+    limit): the exit code and the summary. ``args`` gives the shared options."""
     import asyncio
 
     from ._follow import Follower, StatusChange, WaitResult
@@ -625,7 +624,7 @@ def _follow(args: argparse.Namespace, *, print_json: bool = True) -> tuple[int, 
 
     key = _read_key(args)
     follower = Follower(
-        args.manifest,
+        manifest,
         api_key=key,
         base_url=args.base_url,
         max_rps=args.max_rps,
@@ -647,24 +646,24 @@ def _follow(args: argparse.Namespace, *, print_json: bool = True) -> tuple[int, 
 
     async def run() -> WaitResult:
         async with follower:
-            if args.command == "status":
+            if command == "status":
                 return await follower.status()
             return await follower.wait(
-                results_dir=args.results, timeout=args.wait_timeout, on_change=on_change
+                results_dir=args.results, timeout=timeout, on_change=on_change
             )
 
     try:
         result = run_async(run())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        _error(f"interrupted; rerun `bulkload {args.command} {args.manifest}` to go on")
+        _error(f"interrupted; rerun `bulkload {command} {manifest}` to go on")
         return EXIT_SIGINT, {}
-    code = result.exit_code if args.command == "wait" else result.status_exit_code
+    code = result.exit_code if command == "wait" else result.status_exit_code
     if args.json:
         if print_json:
             _print_json({**result.to_dict(), "exit_code": code})
         return code, result.to_dict()
     from ._summary import follow_summary
 
-    lines = follow_summary(result, args.command, args.manifest)
+    lines = follow_summary(result, command, manifest)
     print("\n".join(lines), file=sys.stdout, flush=True)
     return code, result.to_dict()
