@@ -73,6 +73,10 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'bulkload' has no attribute {name!r}")
     value = getattr(importlib.import_module(module, __name__), name)
+    if getattr(value, "__module__", "").startswith("bulkload._"):
+        # Reprs, tracebacks and docs say bulkload.Loader, not where it lives today (as httpx
+        # does); pickles still resolve, through this same function.
+        value.__module__ = __name__
     globals()[name] = value
     return value
 

@@ -33,6 +33,20 @@ def test_exported_members() -> None:
         assert getattr(bulkload, name) is not None
 
 
+def test_exports_say_they_are_bulkloads() -> None:
+    """Private module paths never show in reprs, tracebacks or docs; pickles still work."""
+    import pickle
+
+    for name in bulkload.__all__:
+        obj = getattr(bulkload, name)
+        if hasattr(obj, "__module__") and name != "__version__":
+            assert obj.__module__ == "bulkload", name
+    config = bulkload.LoadConfig(shard_max_records=7)
+    assert repr(config).startswith("LoadConfig(") and pickle.loads(pickle.dumps(config)) == config
+    error = pickle.loads(pickle.dumps(bulkload.StateError("x")))
+    assert type(error) is bulkload.StateError
+
+
 def test_errors_share_one_root() -> None:
     for name in bulkload.__all__:
         obj = getattr(bulkload, name)
