@@ -16,6 +16,7 @@ from typing import Any
 
 from ._faults import Faults
 from ._server import Emulator
+from ._sigv4 import DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, DEFAULT_SESSION_TOKEN
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -59,6 +60,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="sink mode for benchmarks: read accepted PUT bodies and drop them (counted, "
         "not hashed or stored); ETag 'discarded-<size>', results downloads answer 404",
+    )
+    s3 = parser.add_argument_group("the fake bucket (SigV4 pre-signed upload URLs)")
+    s3.add_argument("--aws-access-key-id", default=DEFAULT_ACCESS_KEY_ID, metavar="AKID")
+    s3.add_argument("--aws-secret-access-key", default=DEFAULT_SECRET_ACCESS_KEY, metavar="SECRET")
+    s3.add_argument(
+        "--aws-session-token",
+        default=DEFAULT_SESSION_TOKEN,
+        metavar="TOKEN",
+        help="'' for none (default: a fake STS-like token full of + / =, so that clients "
+        "must send upload URLs byte for byte)",
+    )
+    s3.add_argument("--region", default="us-east-1", help="signing region (default: us-east-1)")
+    s3.add_argument(
+        "--bucket", default="bulkload-emulator", help="bucket name in the upload URLs' paths"
+    )
+    s3.add_argument(
+        "--sign-content-type",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sign content-type;host (the PUT must send application/json), or host only",
+    )
+    s3.add_argument(
+        "--clock-skew",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds added to the emulator's clock when it issues and checks URLs",
     )
     group = parser.add_argument_group("fault injection")
     for f in fields(Faults):
@@ -107,6 +135,13 @@ async def _serve(args: argparse.Namespace) -> None:
         faults=_faults_from(args),
         seed=args.seed,
         discard_bodies=args.discard_bodies,
+        aws_access_key_id=args.aws_access_key_id,
+        aws_secret_access_key=args.aws_secret_access_key,
+        aws_session_token=args.aws_session_token or None,
+        region=args.region,
+        bucket=args.bucket,
+        sign_content_type=args.sign_content_type,
+        clock_skew_s=args.clock_skew,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

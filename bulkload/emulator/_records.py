@@ -29,11 +29,9 @@ __all__ = [
     "RequestInfo",
     "RequestRecord",
     "Signer",
-    "amz_date",
     "iso_ms",
     "load_state",
     "new_request_id",
-    "parse_amz_date",
     "read_object_lines",
     "save_state",
     "validate_object",
@@ -49,7 +47,6 @@ STATE_VERSION = 1
 
 # Crockford's base32, lowercase: the alphabet of ULIDs such as req_01h2m7qdmdjckc30e1mnq6xqfd.
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 def new_request_id(now: float) -> str:
@@ -68,19 +65,12 @@ def iso_ms(t: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def amz_date(t: float) -> str:
-    return datetime.fromtimestamp(int(t), UTC).strftime(_AMZ_DATE_FORMAT)
-
-
-def parse_amz_date(text: str) -> float | None:
-    try:
-        return datetime.strptime(text, _AMZ_DATE_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 class Signer:
-    """HMAC-SHA256 signatures of the emulator's upload and results URLs."""
+    """HMAC-SHA256 signatures of the emulator's results URLs (``data_url``).
+
+    Upload URLs are real SigV4 (``_sigv4``); a results URL only has to be unforgeable and
+    expire, as the API documents nothing more about it.
+    """
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
@@ -88,9 +78,6 @@ class Signer:
     def _sign(self, *parts: str) -> str:
         message = "\n".join(parts).encode()
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
-
-    def upload(self, key: str, date: str, expires: str, content_type: str) -> str:
-        return self._sign("PUT", key, date, expires, content_type)
 
     def results(self, request_id: str, expires: str) -> str:
         return self._sign("GET", request_id, expires)
@@ -140,13 +127,21 @@ class RequestInfo:
 class PutAttempt:
     """One PUT as received. ``outcome`` is the status code answered (``"200"``,
     ``"403"``...), ``"dropped"`` when a fault cut the connection, or ``"incomplete"``
-    when the client went away before the whole body arrived."""
+    when the client went away before the whole body arrived.
+
+    ``raw_target`` is the request target exactly as it arrived (path and query, every
+    percent-escape as the client wrote it), so a test can compare it with the URL the
+    emulator issued. ``error_code`` is S3's ``<Code>`` of an error answer
+    (``"SignatureDoesNotMatch"``...), else None.
+    """
 
     request_id: str | None
     content_type: str | None
     content_length: int | None
     outcome: str
     chunked: bool
+    raw_target: str = ""
+    error_code: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -155,6 +150,8 @@ class PutAttempt:
             "content_length": self.content_length,
             "outcome": self.outcome,
             "chunked": self.chunked,
+            "raw_target": self.raw_target,
+            "error_code": self.error_code,
         }
 
 

@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ._core import Core
-from ._records import MAX_PUT_BYTES, PutAttempt, RequestRecord, iso_ms, parse_amz_date
+from ._records import MAX_PUT_BYTES, PutAttempt, RequestRecord
+from ._sigv4 import Refusal, s3_time, verify_presigned
 
 __all__ = ["S3Handlers", "s3_error"]
 
@@ -46,19 +46,32 @@ _PUT_FAULTS = (
 )
 
 
-def s3_error(status: int, code: str, message: str, **extra: str) -> web.Response:
+def s3_error(status: int, code: str, message: str, **extra: str) -> S3ErrorResponse:
     """An S3-style XML error answer."""
+    return refusal_response(Refusal(status, code, message, tuple(extra.items())))
+
+
+class S3ErrorResponse(web.Response):
+    """An S3 error answer that remembers its ``<Code>``, for the put log."""
+
+    def __init__(self, refusal: Refusal, body: bytes, request_id: str) -> None:
+        super().__init__(
+            status=refusal.status,
+            body=body,
+            content_type="application/xml",
+            headers={"x-amz-request-id": request_id},
+        )
+        self.s3_code = refusal.code
+
+
+def refusal_response(refusal: Refusal) -> S3ErrorResponse:
+    """S3's XML error answer for ``refusal``."""
     request_id = uuid.uuid4().hex[:16].upper()
-    fields = [f"<Code>{code}</Code>", f"<Message>{escape(message)}</Message>"]
-    fields += [f"<{name}>{escape(value)}</{name}>" for name, value in extra.items()]
+    fields = [f"<Code>{refusal.code}</Code>", f"<Message>{escape(refusal.message)}</Message>"]
+    fields += [f"<{name}>{escape(value)}</{name}>" for name, value in refusal.extra]
     fields += [f"<RequestId>{request_id}</RequestId>", "<HostId>emulator</HostId>"]
     body = '<?xml version="1.0" encoding="UTF-8"?><Error>' + "".join(fields) + "</Error>"
-    return web.Response(
-        status=status,
-        body=body.encode(),
-        content_type="application/xml",
-        headers={"x-amz-request-id": request_id},
-    )
+    return S3ErrorResponse(refusal, body.encode(), request_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,8 +189,9 @@ class S3Handlers:
         self.core = core
 
     def routes(self) -> list[web.RouteDef]:
+        bucket = self.core.settings.bucket
         return [
-            web.put("/s3/{key:.+}", self.put, expect_handler=self.expect),
+            web.put(f"/{bucket}/{{key:.+}}", self.put, expect_handler=self.expect),
             web.get("/results/{name}", self.results),
         ]
 
@@ -202,37 +216,15 @@ class S3Handlers:
                     411, "MissingContentLength", "You must provide the Content-Length HTTP header."
                 )
             )
-        query = request.query
-        date_text = query.get("X-Amz-Date", "")
-        expires_text = query.get("X-Amz-Expires", "")
-        provided = query.get("X-Amz-Signature", "")
-        issued = parse_amz_date(date_text)
-        if (
-            query.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256"
-            or issued is None
-            or not expires_text.isdigit()
-            or not provided
-        ):
-            return _Rejection(_signature_mismatch("", provided))
-        expires_at = issued + int(expires_text)
-        now = time.time()
-        if now > expires_at:
-            return _Rejection(
-                s3_error(
-                    403,
-                    "AccessDenied",
-                    "Request has expired",
-                    **{"X-Amz-Expires": expires_text},
-                    Expires=iso_ms(expires_at),
-                    ServerTime=iso_ms(now),
-                )
-            )
-        content_type = request.headers.get("Content-Type", "")
-        signer = self.core.signer
-        expected = signer.upload(key, date_text, expires_text, content_type)
-        if not signer.same(expected, provided):
-            string_to_sign = f"PUT\n{key}\n{date_text}\n{expires_text}\n{content_type}"
-            return _Rejection(_signature_mismatch(string_to_sign, provided))
+        refusal = verify_presigned(
+            self.core.settings.credentials,
+            method=request.method,
+            raw_target=request.raw_path,
+            headers=request.headers.items(),
+            now=self.core.now(),
+        )
+        if refusal is not None:
+            return _Rejection(refusal_response(refusal))
         if length > MAX_PUT_BYTES:
             return _Rejection(
                 s3_error(
@@ -245,7 +237,15 @@ class S3Handlers:
             )
         return None
 
-    def _record(self, request: web.Request, key: str, outcome: str, *, chunked: bool) -> None:
+    def _record(
+        self,
+        request: web.Request,
+        key: str,
+        outcome: str,
+        *,
+        chunked: bool,
+        response: web.StreamResponse | None = None,
+    ) -> None:
         core = self.core
         rec = core.by_key.get(key)
         if rec is not None:
@@ -259,9 +259,17 @@ class S3Handlers:
                 content_length=request.content_length,
                 outcome=outcome,
                 chunked=chunked,
+                raw_target=request.raw_path,
+                error_code=response.s3_code if isinstance(response, S3ErrorResponse) else None,
             )
         )
         core.count("put", outcome)
+
+    def _record_rejection(self, request: web.Request, key: str, rejection: _Rejection) -> None:
+        response = rejection.response
+        self._record(
+            request, key, str(response.status), chunked=rejection.chunked, response=response
+        )
 
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: refuse from the headers, else invite the body."""
@@ -271,7 +279,7 @@ class S3Handlers:
         rejection = self._precheck(request, key)
         if rejection is not None:
             self.core.arrived("put")  # the PUT ends here: put() will not run
-            self._record(request, key, str(rejection.response.status), chunked=rejection.chunked)
+            self._record_rejection(request, key, rejection)
             await self.core.persist()
             return rejection.response
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -283,7 +291,7 @@ class S3Handlers:
         key = request.match_info["key"]
         rejection = self._precheck(request, key)
         if rejection is not None:
-            self._record(request, key, str(rejection.response.status), chunked=rejection.chunked)
+            self._record_rejection(request, key, rejection)
             await self.core.persist()
             return rejection.response
         core = self.core
@@ -294,13 +302,14 @@ class S3Handlers:
         # (aiohttp reports a short body as ContentLengthError, a reset as
         # ConnectionResetError, and cancels the handler when the socket closes).
         outcome = ["incomplete"]
+        response: web.Response | None = None
         try:
             response = await self._receive(request, key, outcome)
         except (OSError, HttpProcessingError):
-            response = None
+            pass
         finally:
             core.puts_in_flight -= 1
-            self._record(request, key, outcome[0], chunked=False)
+            self._record(request, key, outcome[0], chunked=False, response=response)
         await core.persist()
         if response is None:
             # Nobody is listening any more; this answer goes nowhere, and aiohttp treats
@@ -343,12 +352,14 @@ class S3Handlers:
         if not complete:
             raise ConnectionResetError(f"PUT body ended after {sink.size} of {declared} bytes")
 
+        rec = core.by_key.get(key)
+        final = core.object_path(key) if rec is not None else core.unclaimed_path(key)
+
         def store() -> None:
-            _move_into_place(sink.path, core.object_path(key))
+            _move_into_place(sink.path, final)
 
         def stored() -> None:
             outcome[0] = "200"
-            rec = core.by_key.get(key)
             if rec is not None:
                 core.object_arrived(rec, sink.size, md5)
 
@@ -415,14 +426,14 @@ class S3Handlers:
             signer.results(request_id, expires), provided
         ):
             return _signature_mismatch(f"GET\n{request_id}\n{expires}", provided)
-        now = time.time()
+        now = self.core.now()
         if now > int(expires):
             return s3_error(
                 403,
                 "AccessDenied",
                 "Request has expired",
-                Expires=iso_ms(int(expires)),
-                ServerTime=iso_ms(now),
+                Expires=s3_time(int(expires)),
+                ServerTime=s3_time(now),
             )
         rec: RequestRecord | None = self.core.requests.get(request_id)
         path = self.core.results_path(request_id)
