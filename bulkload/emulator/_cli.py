@@ -15,6 +15,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from ._faults import Faults
+from ._s3 import ETAG_MODES
 from ._server import Emulator
 from ._sigv4 import DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, DEFAULT_SESSION_TOKEN
 
@@ -82,6 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sign content-type;host (the PUT must send application/json), or host only",
     )
     s3.add_argument(
+        "--etag-mode",
+        choices=ETAG_MODES,
+        default="md5",
+        help="how stored PUTs are answered: md5 (ETag = MD5, SSE-S3), sse-kms, "
+        "sse-kms-dsse, sse-c (opaque ETag, encryption headers) or opaque (opaque ETag, no "
+        "headers) (default: md5)",
+    )
+    s3.add_argument(
         "--clock-skew",
         type=float,
         default=0.0,
@@ -142,6 +151,7 @@ async def _serve(args: argparse.Namespace) -> None:
         bucket=args.bucket,
         sign_content_type=args.sign_content_type,
         clock_skew_s=args.clock_skew,
+        etag_mode=args.etag_mode,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

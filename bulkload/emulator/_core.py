@@ -57,6 +57,9 @@ class Settings:
     #: Upload URLs sign ``content-type;host`` (the PUT must send the signed type), else
     #: only ``host``.
     sign_content_type: bool = True
+    #: How stored PUTs are answered: ``"md5"`` (ETag = MD5, SSE-S3), ``"sse-kms"``,
+    #: ``"sse-kms-dsse"``, ``"sse-c"`` or ``"opaque"`` (an ETag that is not the MD5).
+    etag_mode: str = "md5"
     #: Sink mode for benchmarks: accepted PUT bodies are counted, not stored (see
     #: ``Emulator``).
     discard_bodies: bool = False
@@ -248,17 +251,26 @@ class Core:
             md5=rec.md5,
             created_at=rec.created_at,
             expired_url=rec.expired_url,
+            etag=rec.etag,
         )
 
     def object_arrived(
-        self, rec: RequestRecord, size: int, md5: str | None, *, discarded_lines: int | None = None
+        self,
+        rec: RequestRecord,
+        size: int,
+        md5: str | None,
+        *,
+        etag: str,
+        discarded_lines: int | None = None,
     ) -> None:
-        """Note an object stored under ``rec``'s key; in sink mode ``md5`` is None and
-        ``discarded_lines`` holds the line count of the body that was thrown away."""
+        """Note an object stored under ``rec``'s key, answered with ``etag``; in sink mode
+        ``md5`` is None and ``discarded_lines`` holds the line count of the body that was
+        thrown away."""
         loop = asyncio.get_running_loop()
         rec.put_successes += 1
         rec.size = size
         rec.md5 = md5
+        rec.etag = etag
         rec.discarded_lines = discarded_lines
         rec.arrived_at = time.time()
         rec.arrived_loop = loop.time()
@@ -350,6 +362,8 @@ class Core:
             "faults": self.injector.faults.as_dict(),
             "ingest_delay": self.ingest_delay,
             "discard_bodies": self.settings.discard_bodies,
+            "etag_mode": self.settings.etag_mode,
+            "clock_skew_s": self.clock_skew_s,
         }
 
     def stored_objects(self, namespace: str | None) -> list[tuple[str, Path]]:

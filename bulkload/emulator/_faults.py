@@ -24,6 +24,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "put_503",
     "put_500",
     "put_drop",
+    "put_damage",
     "expired_url",
     "expired_data_url",
     "hang",
@@ -67,6 +68,14 @@ class Faults:
     )
     put_drop_rate: float = _knob(
         0.0, "drop the connection of this fraction of PUTs halfway through the body"
+    )
+    put_damage_first_n: int = _knob(
+        0,
+        "flip the middle byte of the next N PUT bodies on their way in: S3 stores and "
+        "hashes what arrived, so the ETag is not the MD5 the client sent",
+    )
+    put_damage_rate: float = _knob(
+        0.0, "flip the middle byte of this fraction of PUT bodies on their way in"
     )
     expired_url_first_n: int = _knob(0, "issue the next N upload URLs already expired")
     expired_data_url_first_n: int = _knob(0, "issue the next N results data_urls already expired")

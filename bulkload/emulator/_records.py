@@ -107,6 +107,9 @@ class RequestInfo:
     md5: str | None
     created_at: float
     expired_url: bool
+    #: The ETag the last stored object was answered with, without quotes: its ``md5``
+    #: unless ``etag_mode`` says otherwise.
+    etag: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +123,7 @@ class RequestInfo:
             "md5": self.md5,
             "created_at": self.created_at,
             "expired_url": self.expired_url,
+            "etag": self.etag,
         }
 
 
@@ -132,7 +136,8 @@ class PutAttempt:
     ``raw_target`` is the request target exactly as it arrived (path and query, every
     percent-escape as the client wrote it), so a test can compare it with the URL the
     emulator issued. ``error_code`` is S3's ``<Code>`` of an error answer
-    (``"SignatureDoesNotMatch"``...), else None.
+    (``"SignatureDoesNotMatch"``...), else None. ``damaged`` is True when the damage fault
+    flipped a byte of the stored body.
     """
 
     request_id: str | None
@@ -142,6 +147,7 @@ class PutAttempt:
     chunked: bool
     raw_target: str = ""
     error_code: str | None = None
+    damaged: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -152,6 +158,7 @@ class PutAttempt:
             "chunked": self.chunked,
             "raw_target": self.raw_target,
             "error_code": self.error_code,
+            "damaged": self.damaged,
         }
 
 
@@ -178,6 +185,7 @@ class RequestRecord:
     put_successes: int = 0
     size: int | None = None
     md5: str | None = None
+    etag: str | None = None
     arrived_at: float | None = None  # wall clock, persisted
     arrived_loop: float | None = None  # loop clock, for the ingest delay
     generation: int = 0  # bumped by every stored object, so a stale validation is dropped
@@ -205,6 +213,7 @@ class RequestRecord:
             "put_successes": self.put_successes,
             "size": self.size,
             "md5": self.md5,
+            "etag": self.etag,
             "arrived_at": self.arrived_at,
             "discarded_lines": self.discarded_lines,
         }
@@ -222,6 +231,8 @@ class RequestRecord:
             put_successes=data["put_successes"],
             size=data["size"],
             md5=data["md5"],
+            # Absent in state files written before etag modes existed.
+            etag=data.get("etag", data["md5"]),
             arrived_at=data["arrived_at"],
             # Absent in state files written before sink mode existed.
             discarded_lines=data.get("discarded_lines"),

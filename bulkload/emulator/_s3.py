@@ -14,6 +14,7 @@ end and dropped: only its size and line count are kept, and its ETag is
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
@@ -80,6 +81,47 @@ class _Rejection:
     chunked: bool = False
 
 
+@dataclass(slots=True)
+class _Progress:
+    """What a PUT came to, set as soon as it is known: the put log reads it even when
+    the handler is cancelled. ``"incomplete"`` unless the body was read in full."""
+
+    outcome: str = "incomplete"
+    damaged: bool = False
+
+
+#: What the bucket answers a stored PUT with, by ``etag_mode`` (besides the ETag).
+#: Plain and SSE-S3 objects get the MD5 as ETag; S3 has encrypted every new object with
+#: SSE-S3 by default since January 2023, so it says so. The others get an opaque ETag.
+ETAG_MODES = ("md5", "sse-kms", "sse-kms-dsse", "sse-c", "opaque")
+
+
+def etag_answer(mode: str, *, key: str, md5: str, region: str) -> dict[str, str]:
+    """The ETag and encryption headers of a stored object's 200, as S3 (or an
+    S3-compatible store) sends them for ``mode``."""
+    if mode == "md5":
+        return {"ETag": f'"{md5}"', "x-amz-server-side-encryption": "AES256"}
+    # Deterministic per object (its key and content), and never its MD5, which is what
+    # KMS- and customer-key-encrypted objects and some S3-compatible stores answer.
+    opaque = hashlib.sha256(f"{mode}\0{key}\0{md5}".encode()).hexdigest()[:32]
+    if opaque == md5:
+        opaque = opaque[::-1]
+    headers = {"ETag": f'"{opaque}"'}
+    if mode in ("sse-kms", "sse-kms-dsse"):
+        headers["x-amz-server-side-encryption"] = "aws:kms" if mode == "sse-kms" else "aws:kms:dsse"
+        headers["x-amz-server-side-encryption-aws-kms-key-id"] = (
+            f"arn:aws:kms:{region}:111122223333:key/0e1a2b3c-emul-4a7e-8000-000000000000"
+        )
+    elif mode == "sse-c":
+        headers["x-amz-server-side-encryption-customer-algorithm"] = "AES256"
+        # The base64 MD5 of the customer's key, as S3 echoes it; the emulator has no key,
+        # so it is that of 32 zero bytes.
+        headers["x-amz-server-side-encryption-customer-key-MD5"] = base64.b64encode(
+            hashlib.md5(bytes(32), usedforsecurity=False).digest()
+        ).decode()
+    return headers
+
+
 def _signature_mismatch(string_to_sign: str, provided: str) -> web.Response:
     return s3_error(
         403,
@@ -112,10 +154,12 @@ class _Sink:
     and writing the disk overlap, and memory stays at about two batches.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, damage_at: int | None = None) -> None:
         self.path = path
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
+        #: The offset of the byte to flip on its way in (the damage-in-transit fault).
+        self.damage_at = damage_at
         self._file: IO[bytes] | None = None
         self._closed = False
         self._batch: list[bytes] = []
@@ -135,6 +179,11 @@ class _Sink:
                 self._file.write(chunk)
 
     async def add(self, chunk: bytes) -> None:
+        at = self.damage_at
+        if at is not None and self.size <= at < self.size + len(chunk):
+            damaged = bytearray(chunk)
+            damaged[at - self.size] ^= 0xFF
+            chunk = bytes(damaged)
         self._batch.append(chunk)
         # Hashing here rather than in the writer thread measured ~30% faster: MD5 runs
         # at ~700 MB/s, so a 256 KiB chunk holds the loop for ~0.4 ms, while handing the
@@ -245,6 +294,7 @@ class S3Handlers:
         *,
         chunked: bool,
         response: web.StreamResponse | None = None,
+        damaged: bool = False,
     ) -> None:
         core = self.core
         rec = core.by_key.get(key)
@@ -261,6 +311,7 @@ class S3Handlers:
                 chunked=chunked,
                 raw_target=request.raw_path,
                 error_code=response.s3_code if isinstance(response, S3ErrorResponse) else None,
+                damaged=damaged,
             )
         )
         core.count("put", outcome)
@@ -301,15 +352,22 @@ class S3Handlers:
         # "incomplete" unless _receive gets further: the client went away mid-body
         # (aiohttp reports a short body as ContentLengthError, a reset as
         # ConnectionResetError, and cancels the handler when the socket closes).
-        outcome = ["incomplete"]
+        progress = _Progress()
         response: web.Response | None = None
         try:
-            response = await self._receive(request, key, outcome)
+            response = await self._receive(request, key, progress)
         except (OSError, HttpProcessingError):
             pass
         finally:
             core.puts_in_flight -= 1
-            self._record(request, key, outcome[0], chunked=False, response=response)
+            self._record(
+                request,
+                key,
+                progress.outcome,
+                chunked=False,
+                response=response,
+                damaged=progress.damaged,
+            )
         await core.persist()
         if response is None:
             # Nobody is listening any more; this answer goes nowhere, and aiohttp treats
@@ -319,27 +377,32 @@ class S3Handlers:
         return response
 
     async def _receive(
-        self, request: web.Request, key: str, outcome: list[str]
+        self, request: web.Request, key: str, progress: _Progress
     ) -> web.Response | None:
-        """Read the body; ``None`` when a fault dropped the connection. Sets
-        ``outcome[0]`` as soon as it is known."""
+        """Read the body; ``None`` when a fault dropped the connection. Sets ``progress``
+        as soon as it is known."""
         core = self.core
         injector = core.injector
         declared = request.content_length or 0
         if injector.fire("put_drop"):
             await _discard(request, declared // 2)
-            outcome[0] = "dropped"
+            progress.outcome = "dropped"
             if request.transport is not None:
                 request.transport.abort()
             return None
         for kind, status, code, message in _PUT_FAULTS:
             if injector.fire(kind):
                 await _discard(request, declared)  # S3 answers after the whole body
-                outcome[0] = str(status)
+                progress.outcome = str(status)
                 return s3_error(status, code, message)
         if core.settings.discard_bodies:
-            return await self._receive_discarding(request, key, outcome)
-        sink = _Sink(core.tmp_dir / f"{uuid.uuid4().hex}.part")
+            return await self._receive_discarding(request, key, progress)
+        # Damage in transit: the middle byte arrives flipped, and S3 stores and hashes
+        # what arrived. An empty body has no byte to damage.
+        damage = injector.fire("put_damage") and declared > 0
+        sink = _Sink(
+            core.tmp_dir / f"{uuid.uuid4().hex}.part", damage_at=declared // 2 if damage else None
+        )
         complete = False
         try:
             while chunk := await request.content.readany():
@@ -358,10 +421,18 @@ class S3Handlers:
         def store() -> None:
             _move_into_place(sink.path, final)
 
+        headers = etag_answer(
+            core.settings.etag_mode,
+            key=key,
+            md5=md5,
+            region=core.settings.credentials.region,
+        )
+
         def stored() -> None:
-            outcome[0] = "200"
+            progress.outcome = "200"
+            progress.damaged = damage
             if rec is not None:
-                core.object_arrived(rec, sink.size, md5)
+                core.object_arrived(rec, sink.size, md5, etag=headers["ETag"].strip('"'))
 
         try:
             await _to_the_end(store)
@@ -370,12 +441,11 @@ class S3Handlers:
             raise
         stored()
         return web.Response(
-            status=200,
-            headers={"ETag": f'"{md5}"', "x-amz-request-id": uuid.uuid4().hex[:16].upper()},
+            status=200, headers={**headers, "x-amz-request-id": uuid.uuid4().hex[:16].upper()}
         )
 
     async def _receive_discarding(
-        self, request: web.Request, key: str, outcome: list[str]
+        self, request: web.Request, key: str, progress: _Progress
     ) -> web.Response:
         """Sink mode: read the whole body (S3 answers only then), count its bytes and
         lines, keep nothing. The ETag is not an MD5, so clients skip their check."""
@@ -394,12 +464,14 @@ class S3Handlers:
             last = chunk
         if size != declared:
             raise ConnectionResetError(f"PUT body ended after {size} of {declared} bytes")
-        outcome[0] = "200"
+        progress.outcome = "200"
         rec = self.core.by_key.get(key)
         if rec is not None:
             # A last line without its newline is a line too.
             lines = newlines + (1 if last and not last.endswith(b"\n") else 0)
-            self.core.object_arrived(rec, size, None, discarded_lines=lines)
+            self.core.object_arrived(
+                rec, size, None, etag=f"discarded-{size}", discarded_lines=lines
+            )
         return web.Response(
             status=200,
             headers={

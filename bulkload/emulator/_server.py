@@ -19,7 +19,7 @@ from ._api import ApiHandlers
 from ._core import Core, Settings
 from ._faults import Faults
 from ._records import PutAttempt, RequestInfo, read_object_lines
-from ._s3 import S3Handlers
+from ._s3 import ETAG_MODES, S3Handlers
 from ._sigv4 import (
     DEFAULT_ACCESS_KEY_ID,
     DEFAULT_SECRET_ACCESS_KEY,
@@ -64,6 +64,7 @@ class EmulatorOptions(TypedDict, total=False):
     bucket: str
     sign_content_type: bool
     clock_skew_s: float
+    etag_mode: str
 
 
 class Emulator:
@@ -89,6 +90,13 @@ class Emulator:
     only ``host``. ``clock_skew_s`` moves the emulator's clock (issuing and checking
     URLs) by that many seconds; it can be changed while running, so a test can make
     every URL expire without waiting.
+
+    ``etag_mode`` is how a stored PUT is answered: ``"md5"`` (the default) as plain S3
+    does, ETag = the body's hex MD5 with ``x-amz-server-side-encryption: AES256``;
+    ``"sse-kms"`` / ``"sse-kms-dsse"`` with ``aws:kms`` / ``aws:kms:dsse`` and a KMS key
+    id; ``"sse-c"`` with the customer-key algorithm and key MD5; ``"opaque"`` with no
+    encryption headers, as some S3-compatible stores. In every mode but ``"md5"`` the
+    ETag is 32 hex digits, the same for the same key and content, and never the MD5.
 
     ``discard_bodies=True`` makes it a sink for benchmarks: a PUT that passes every S3
     check has its body read in full and dropped (not hashed, not stored), and is answered
@@ -124,6 +132,7 @@ class Emulator:
         bucket: str = "bulkload-emulator",
         sign_content_type: bool = True,
         clock_skew_s: float = 0.0,
+        etag_mode: str = "md5",
     ) -> None:
         """``ssl_context`` serves HTTPS (and upload URLs) with it, e.g. to test private CAs."""
         if ingest_delay < 0 or url_ttl <= 0 or results_ttl <= 0:
@@ -132,6 +141,8 @@ class Emulator:
             raise ValueError(f"url_ttl must be at most {MAX_EXPIRES} s (S3's limit), got {url_ttl}")
         if not BUCKET_RE.match(bucket) or bucket in RESERVED_BUCKETS:
             raise ValueError(f"bucket {bucket!r} is not a valid S3 bucket name for the emulator")
+        if etag_mode not in ETAG_MODES:
+            raise ValueError(f"etag_mode must be one of {', '.join(ETAG_MODES)}, got {etag_mode!r}")
         if not aws_access_key_id or "/" in aws_access_key_id or not aws_secret_access_key:
             raise ValueError("aws_access_key_id (without '/') and aws_secret_access_key are needed")
         self.host = host
@@ -154,6 +165,7 @@ class Emulator:
             ),
             bucket=bucket,
             sign_content_type=sign_content_type,
+            etag_mode=etag_mode,
             discard_bodies=discard_bodies,
         )
         self._core = Core(settings, faults or Faults(), seed, ingest_delay)
