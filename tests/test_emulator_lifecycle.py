@@ -207,10 +207,15 @@ def test_every_fault_knob_has_a_flag():
             value = "0.5" if field.name.endswith(("_rate", "_s")) else "3"
             if field.name.endswith("_status"):
                 value = "503"
+            if field.name.endswith("_shape"):
+                value = "html"
             flags += ["--" + field.name.replace("_", "-"), value]
     args = parser.parse_args([*flags, "--fail-id", "x", "--fail-id", "y", "--port", "9"])
     assert args.fault_put_503_rate == 0.5
     assert args.fault_hang_first_n == 3
+    assert args.fault_import_malformed_shape == "html"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--status-malformed-shape", "upload-url-null"])  # import only
     assert args.fault_fail_ids == ["x", "y"]
     assert (args.port, args.api_key, args.seed) == (9, API_KEY, 0)
 

@@ -113,13 +113,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
             continue
         assert f.default is not MISSING
+        choices = f.metadata.get("choices")
         group.add_argument(
             _fault_flag(f.name),
             dest=f"fault_{f.name}",
             type=type(f.default),
             default=f.default,
-            metavar="N" if isinstance(f.default, int) else "X",
-            help=f"{help_text} (default: {f.default})",
+            choices=choices,
+            metavar="SHAPE" if choices else "N" if isinstance(f.default, int) else "X",
+            help=f"{help_text}: {', '.join(choices)} (default: {f.default})"
+            if choices
+            else f"{help_text} (default: {f.default})",
         )
 
 

@@ -203,12 +203,13 @@ class Core:
 
     # --- requests -----------------------------------------------------------------------
 
-    def create_request(self, namespace: str) -> tuple[RequestRecord, str]:
-        """A new request and its upload URL."""
+    def create_request(self, namespace: str, *, register: bool = True) -> tuple[RequestRecord, str]:
+        """A new request and its upload URL. Unregistered (``register=False``), it is only
+        the look of one, for a malformed answer that must create nothing."""
         now = self.now()
         request_id = new_request_id(now)
         key = f"{self.settings.team_id}/data-api-request-input/{namespace}/{request_id}.jsonl"
-        expired = self.injector.fire("expired_url")
+        expired = register and self.injector.fire("expired_url")
         ttl = max(1, int(self.settings.url_ttl))
         # An already-expired URL is dated so that date + ttl lies a minute in the past.
         issued = now - ttl - 60 if expired else now
@@ -220,11 +221,22 @@ class Core:
             url_expires_at=int(issued) + ttl,
             expired_url=expired,
         )
-        self.requests[request_id] = rec
-        self.by_key[key] = rec
         url = self.presign(key, issued=issued, ttl=ttl)
-        self.changed()
+        if register:
+            self.requests[request_id] = rec
+            self.by_key[key] = rec
+            self.changed()
         return rec, url
+
+    def import_body(self, rec: RequestRecord, url: str) -> dict[str, Any]:
+        """The import (upload-url) answer for a new request."""
+        return {
+            "status": "pending_upload",
+            "requestId": rec.request_id,
+            "objectKey": rec.object_key,
+            "upload_url": url,
+            "expires_at": iso_ms(rec.url_expires_at),
+        }
 
     def presign(self, key: str, *, issued: float, ttl: int) -> str:
         """A SigV4 pre-signed PUT URL of ``key`` in the fake bucket (path-style)."""
