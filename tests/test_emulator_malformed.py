@@ -5,13 +5,12 @@ headers, and the body bytes, even when they fall short of the Content-Length."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
-from conftest import API_KEY, RawHttp
+from conftest import API_KEY, exchange
 
 from bulkload.emulator import Emulator, Faults
 from bulkload.emulator._faults import IMPORT_MALFORMED_SHAPES, STATUS_MALFORMED_SHAPES
@@ -23,31 +22,19 @@ BODY = b'{"id": "a"}\n'
 async def call(
     base_url: str, method: str, path: str, body: bytes = b""
 ) -> tuple[int, dict[str, str], bytes]:
-    """One call on its own connection (``Connection: close``): status, headers (lower
-    case), and every body byte that arrived before the server closed."""
-    reader, writer = await RawHttp.connect(base_url)
-    try:
-        head = "\r\n".join(
-            [
-                f"{method} {path} HTTP/1.1",
-                "Host: emulator",
-                f"Authorization: Bearer {API_KEY}",
-                "Content-Type: application/json",
-                f"Content-Length: {len(body)}",
-                "Connection: close",
-            ]
-        )
-        writer.write(head.encode() + b"\r\n\r\n" + body)
-        data = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        await RawHttp.close(writer)
-    head_bytes, _, payload = data.partition(b"\r\n\r\n")
-    status_line, *lines = head_bytes.decode().split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, payload
+    """One call on its own connection: status, headers (lower case), and every body byte
+    that arrived before the server closed."""
+    head = "\r\n".join(
+        [
+            f"{method} {path} HTTP/1.1",
+            "Host: emulator",
+            f"Authorization: Bearer {API_KEY}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+        ]
+    )
+    reply = await exchange(base_url, head, body)
+    return reply.status, reply.headers, reply.body
 
 
 async def create(emu: Emulator) -> tuple[int, dict[str, str], bytes]:

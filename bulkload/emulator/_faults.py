@@ -35,6 +35,8 @@ FAULT_KINDS: tuple[str, ...] = (
     "put_damage",
     "expired_url",
     "expired_data_url",
+    "results_cut",
+    "results_stall",
     "hang",
 )
 
@@ -134,11 +136,25 @@ class Faults:
     )
     expired_url_first_n: int = _knob(0, "issue the next N upload URLs already expired")
     expired_data_url_first_n: int = _knob(0, "issue the next N results data_urls already expired")
+    results_cut_first_n: int = _knob(
+        0,
+        "cut the next N results downloads: full Content-Length, about half the body, then "
+        "the connection closes",
+    )
+    results_cut_rate: float = _knob(0.0, "cut this fraction of results downloads")
+    results_stall_first_n: int = _knob(
+        0,
+        "stall the next N results downloads: half the body, then nothing for hang_s "
+        "seconds, then the connection closes",
+    )
+    results_stall_rate: float = _knob(0.0, "stall this fraction of results downloads")
     latency_s: float = _knob(0.0, "added latency, in seconds, before every API answer")
     hang_first_n: int = _knob(
         0, "hold the next N API calls for hang_s seconds (longer than a client timeout)"
     )
-    hang_s: float = _knob(300.0, "how long a hung API call is held, in seconds")
+    hang_s: float = _knob(
+        300.0, "how long a hung API call, or a stalled results download, is held, in seconds"
+    )
     fail_ids: set[str] = field(
         default_factory=set,
         metadata={"help": "a request whose object holds a record with this id fails processing"},

@@ -164,11 +164,14 @@ class PutAttempt:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Result of processing one stored object."""
+    """Result of processing one stored object; when ``ok``, the results file's MD5 and
+    size, which its download answers with (ETag, Content-Length)."""
 
     ok: bool
     count: int
     error_summary: str | None
+    results_md5: str | None = None
+    results_size: int = 0
 
 
 @dataclass(slots=True)
@@ -304,6 +307,8 @@ def validate_object(
     errors: list[str] = []
     n_errors = 0
     count = 0
+    md5 = hashlib.md5(usedforsecurity=False)
+    size = 0
     with path.open("rb") as src, results_tmp.open("wb") as out:
         for line_no, raw in enumerate(src, start=1):
             line = raw.strip()
@@ -316,9 +321,18 @@ def validate_object(
                     errors.append(f"line {line_no}: {reason}")
             elif record_id is not None and not n_errors:
                 count += 1
-                out.write(_result_line(namespace, record_id) + b"\n")
+                result = _result_line(namespace, record_id) + b"\n"
+                out.write(result)
+                md5.update(result)
+                size += len(result)
     if not n_errors:
-        return Outcome(ok=True, count=count, error_summary=None)
+        return Outcome(
+            ok=True,
+            count=count,
+            error_summary=None,
+            results_md5=md5.hexdigest(),
+            results_size=size,
+        )
     with contextlib.suppress(FileNotFoundError):
         results_tmp.unlink()
     summary = "; ".join(errors)

@@ -1,4 +1,5 @@
-"""The S3 side of the emulator: pre-signed PUTs of request objects, and results files.
+"""The S3 side of the emulator: pre-signed PUTs of request objects (results files are
+served by ``_results``).
 
 A PUT is checked in full from its headers and URL before a byte of its body is read, as
 S3 does (and, with ``Expect: 100-continue``, before the client is asked to send it).
@@ -30,8 +31,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ._core import Core
-from ._records import MAX_PUT_BYTES, PutAttempt, RequestRecord
-from ._sigv4 import Refusal, s3_time, verify_presigned
+from ._records import MAX_PUT_BYTES, PutAttempt
+from ._sigv4 import Refusal, verify_presigned
 
 __all__ = ["S3Handlers", "s3_error"]
 
@@ -120,17 +121,6 @@ def etag_answer(mode: str, *, key: str, md5: str, region: str) -> dict[str, str]
             hashlib.md5(bytes(32), usedforsecurity=False).digest()
         ).decode()
     return headers
-
-
-def _signature_mismatch(string_to_sign: str, provided: str) -> web.Response:
-    return s3_error(
-        403,
-        "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided. "
-        "Check your key and signing method.",
-        StringToSign=string_to_sign,
-        SignatureProvided=provided,
-    )
 
 
 async def _to_the_end(fn: Callable[[], T]) -> T:
@@ -239,10 +229,7 @@ class S3Handlers:
 
     def routes(self) -> list[web.RouteDef]:
         bucket = self.core.settings.bucket
-        return [
-            web.put(f"/{bucket}/{{key:.+}}", self.put, expect_handler=self.expect),
-            web.get("/results/{name}", self.results),
-        ]
+        return [web.put(f"/{bucket}/{{key:.+}}", self.put, expect_handler=self.expect)]
 
     # --- PUT ----------------------------------------------------------------------------
 
@@ -479,40 +466,6 @@ class S3Handlers:
                 "x-amz-request-id": uuid.uuid4().hex[:16].upper(),
             },
         )
-
-    # --- results ------------------------------------------------------------------------
-
-    async def results(self, request: web.Request) -> web.StreamResponse:
-        self.core.arrived("results")
-        response = await self._results(request)
-        self.core.count("results", str(response.status))
-        return response
-
-    async def _results(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        request_id = name.removesuffix(".jsonl")
-        expires = request.query.get("expires", "")
-        provided = request.query.get("sig", "")
-        signer = self.core.signer
-        if not expires.lstrip("-").isdigit() or not signer.same(
-            signer.results(request_id, expires), provided
-        ):
-            return _signature_mismatch(f"GET\n{request_id}\n{expires}", provided)
-        now = self.core.now()
-        if now > int(expires):
-            return s3_error(
-                403,
-                "AccessDenied",
-                "Request has expired",
-                Expires=s3_time(int(expires)),
-                ServerTime=s3_time(now),
-            )
-        rec: RequestRecord | None = self.core.requests.get(request_id)
-        path = self.core.results_path(request_id)
-        exists = await asyncio.to_thread(path.is_file)
-        if rec is None or not exists:
-            return s3_error(404, "NoSuchKey", "The specified key does not exist.", Key=name)
-        return web.FileResponse(path, headers={"Content-Type": "application/x-ndjson"})
 
 
 async def _discard(request: web.Request, limit: int) -> None:

@@ -19,6 +19,7 @@ from ._api import ApiHandlers
 from ._core import Core, Settings
 from ._faults import Faults
 from ._records import PutAttempt, RequestInfo, read_object_lines
+from ._results import ResultsHandlers
 from ._s3 import ETAG_MODES, S3Handlers
 from ._sigv4 import (
     DEFAULT_ACCESS_KEY_ID,
@@ -206,6 +207,7 @@ class Emulator:
         app = web.Application()
         app.add_routes(ApiHandlers(self._core).routes())
         app.add_routes(S3Handlers(self._core).routes())
+        app.add_routes(ResultsHandlers(self._core).routes())
         runner = web.AppRunner(
             app,
             access_log=None,
