@@ -21,7 +21,7 @@ from aiohttp import web
 
 from ._core import Core
 from ._records import Outcome
-from ._s3 import s3_error
+from ._s3 import s3_error, to_the_end
 from ._sigv4 import s3_time
 
 __all__ = ["ResultsHandlers"]
@@ -127,8 +127,14 @@ def _size_and_md5(path: Path, outcome: Outcome | None) -> tuple[int, str] | None
 
 
 async def _send_file(response: web.StreamResponse, path: Path, limit: int) -> None:
-    """Send the first ``limit`` bytes of ``path``."""
-    f: IO[bytes] = await asyncio.to_thread(path.open, "rb")
+    """Send the first ``limit`` bytes of ``path``. Opening and closing run to the end even
+    when the handler is cancelled (a client that has read all it wanted hangs up), so
+    the file is never left open."""
+
+    def open_it() -> IO[bytes]:
+        return path.open("rb")
+
+    f = await to_the_end(open_it)
     try:
         sent = 0
         while sent < limit:
@@ -138,4 +144,4 @@ async def _send_file(response: web.StreamResponse, path: Path, limit: int) -> No
             await response.write(chunk)
             sent += len(chunk)
     finally:
-        await asyncio.to_thread(f.close)
+        await to_the_end(f.close)

@@ -34,7 +34,7 @@ from ._core import Core
 from ._records import MAX_PUT_BYTES, PutAttempt
 from ._sigv4 import Refusal, verify_presigned
 
-__all__ = ["S3Handlers", "s3_error"]
+__all__ = ["S3Handlers", "s3_error", "to_the_end"]
 
 T = TypeVar("T")
 
@@ -123,7 +123,7 @@ def etag_answer(mode: str, *, key: str, md5: str, region: str) -> dict[str, str]
     return headers
 
 
-async def _to_the_end(fn: Callable[[], T]) -> T:
+async def to_the_end(fn: Callable[[], T]) -> T:
     """Run a short, bounded file operation in a worker thread and wait for it even if
     cancelled meanwhile (the cancellation is re-raised after), so its effect is never
     left half-observed: a temp file closed but not removed, an object moved but not
@@ -213,7 +213,7 @@ class _Sink:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
 
-        await _to_the_end(_close)
+        await to_the_end(_close)
 
 
 def _consume(fut: asyncio.Future[None]) -> None:
@@ -422,7 +422,7 @@ class S3Handlers:
                 core.object_arrived(rec, sink.size, md5, etag=headers["ETag"].strip('"'))
 
         try:
-            await _to_the_end(store)
+            await to_the_end(store)
         except asyncio.CancelledError:
             stored()  # stored is stored, even if the client vanished during the rename
             raise
