@@ -278,12 +278,33 @@ def _result_line(namespace: str, record_id: str) -> bytes:
     )
 
 
+#: The deepest nesting a line may have. An object holding 1,023 nested arrays is 1,024
+#: deep and passes; one level more is refused. This is orjson's limit, which the model
+#: of SafetyKit's parser inherits and states as its rule.
+MAX_DEPTH = 1024
+
+#: Why orjson refused a line, by a phrase of its message, as the reason the server
+#: gives; any other refusal is "invalid JSON".
+_JSON_REASONS = (
+    ("surrogate", "lone surrogate escape"),
+    ("infinity", "number does not fit a double"),
+    ("depth limit exceeded", f"nested deeper than {MAX_DEPTH} levels"),
+)
+
+
 def _line_error(line: bytes, fail_ids: frozenset[str]) -> tuple[str | None, str | None]:
-    """(id, None) for a good line, (None, reason) for a bad one."""
+    """(id, None) for a good line, (None, reason) for a bad one; see
+    :func:`validate_object` for the rules."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "invalid UTF-8"
     try:
         obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None, "invalid JSON"
+    except orjson.JSONDecodeError as exc:
+        message = str(exc).lower()
+        reason = next((r for phrase, r in _JSON_REASONS if phrase in message), "invalid JSON")
+        return None, reason
     if not isinstance(obj, dict):
         return None, "not a JSON object"
     if "id" not in obj:
@@ -302,7 +323,24 @@ def validate_object(
     """Process a stored object line by line, never holding it whole.
 
     Writes the results file to ``results_tmp`` when every non-blank line is good, and
-    removes it otherwise.
+    removes it otherwise. Lines end at ``\n``; surrounding whitespace (a ``\r`` too) is
+    ignored and blank lines are skipped. The model of what SafetyKit's JSON parser
+    refuses, with the reason each refusal gives in ``error_summary``
+    (``line N: reason; ...``, at most ten lines named, then a count):
+
+    - ``invalid UTF-8``: the line is not valid UTF-8 (a surrogate encoded in UTF-8 is
+      not either);
+    - ``invalid JSON``: not one JSON value, ``NaN``, ``Infinity`` and ``-Infinity``
+      included;
+    - ``lone surrogate escape``: a ``\ud800``-``\udfff`` escape without its pair,
+      anywhere (in a key too);
+    - ``number does not fit a double``: a number that rounds to infinity (``1e400``);
+      ``1e-400`` (it rounds to 0) and integers past 64 bits (they become doubles) are
+      fine;
+    - ``nested deeper than 1024 levels``: more than :data:`MAX_DEPTH` nested objects and
+      arrays, the line's own object counting as one;
+    - ``not a JSON object``; ``missing id``; ``id is not a non-empty string``;
+    - ``id '...' rejected (fail_ids)``: the fault that fails chosen records.
     """
     errors: list[str] = []
     n_errors = 0
