@@ -63,8 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "not hashed or stored); ETag 'discarded-<size>', results downloads answer 404",
     )
     s3 = parser.add_argument_group("the fake bucket (SigV4 pre-signed upload URLs)")
-    s3.add_argument("--aws-access-key-id", default=DEFAULT_ACCESS_KEY_ID, metavar="AKID")
-    s3.add_argument("--aws-secret-access-key", default=DEFAULT_SECRET_ACCESS_KEY, metavar="SECRET")
+    s3.add_argument(
+        "--aws-access-key-id",
+        default=DEFAULT_ACCESS_KEY_ID,
+        metavar="AKID",
+        help=f"the fake bucket's access key id (default: {DEFAULT_ACCESS_KEY_ID})",
+    )
+    s3.add_argument(
+        "--aws-secret-access-key",
+        default=DEFAULT_SECRET_ACCESS_KEY,
+        metavar="SECRET",
+        help="its secret (default: a fixed fake one, so URLs stay valid across restarts)",
+    )
     s3.add_argument(
         "--aws-session-token",
         default=DEFAULT_SESSION_TOKEN,
@@ -74,7 +84,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     s3.add_argument("--region", default="us-east-1", help="signing region (default: us-east-1)")
     s3.add_argument(
-        "--bucket", default="bulkload-emulator", help="bucket name in the upload URLs' paths"
+        "--bucket",
+        default="bulkload-emulator",
+        help="bucket name in the upload URLs' paths (default: bulkload-emulator)",
     )
     s3.add_argument(
         "--sign-content-type",
