@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import re
@@ -142,3 +143,64 @@ async def test_damage_rate_is_seeded():
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
     assert set(runs[0]) == {True, False}
+
+
+def content_md5(body: bytes) -> str:
+    return base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+@pytest.mark.parametrize("mode", ["md5", "sse-kms", "opaque"])
+async def test_content_md5_is_checked_whatever_the_etag(mode):
+    """A client that cannot read the ETag as an MD5 can still have S3 check the body."""
+    async with started(etag_mode=mode) as (emu, client):
+        created = await client.new()
+        url = created["upload_url"]
+        good = await client.request(
+            "PUT",
+            url,
+            data=BODY,
+            headers={"Content-Type": "application/json", "Content-MD5": content_md5(BODY)},
+        )
+        assert good.status == 200
+        bad = await client.request(
+            "PUT",
+            url,
+            data=BODY,
+            headers={"Content-Type": "application/json", "Content-MD5": content_md5(b"other")},
+        )
+        assert bad.status == 400
+        assert "<Code>BadDigest</Code>" in bad.text
+        assert f"<CalculatedDigest>{content_md5(BODY)}</CalculatedDigest>" in bad.text
+        invalid = await client.request(
+            "PUT",
+            url,
+            data=BODY,
+            headers={"Content-Type": "application/json", "Content-MD5": "not-an-md5"},
+        )
+        assert invalid.status == 400
+        assert "<Code>InvalidDigest</Code>" in invalid.text
+        assert [(a.outcome, a.error_code) for a in emu.put_log()] == [
+            ("200", None),
+            ("400", "BadDigest"),
+            ("400", "InvalidDigest"),
+        ]
+        assert emu.request(created["requestId"]).put_successes == 1
+
+
+async def test_damage_under_content_md5_is_refused_and_stores_nothing(emulator, emu_client):
+    emulator.faults.put_damage_first_n = 1
+    created = await emu_client.new()
+    headers = {"Content-Type": "application/json", "Content-MD5": content_md5(BODY)}
+    reply = await emu_client.request("PUT", created["upload_url"], data=BODY, headers=headers)
+    assert reply.status == 400
+    assert "<Code>BadDigest</Code>" in reply.text
+    damaged = bytearray(BODY)
+    damaged[len(BODY) // 2] ^= 0xFF
+    assert f"<CalculatedDigest>{content_md5(bytes(damaged))}</CalculatedDigest>" in reply.text
+    assert emulator.stored_objects() == []
+    assert list((emulator.data_dir / "tmp").iterdir()) == []
+    [attempt] = emulator.put_log()
+    assert (attempt.outcome, attempt.error_code, attempt.damaged) == ("400", "BadDigest", True)
+    # Resent, it arrives whole.
+    reply = await emu_client.request("PUT", created["upload_url"], data=BODY, headers=headers)
+    assert reply.status == 200

@@ -137,7 +137,8 @@ class PutAttempt:
     percent-escape as the client wrote it), so a test can compare it with the URL the
     emulator issued. ``error_code`` is S3's ``<Code>`` of an error answer
     (``"SignatureDoesNotMatch"``...), else None. ``damaged`` is True when the damage fault
-    flipped a byte of the stored body.
+    flipped a byte of the body on its way in (stored, or refused as ``BadDigest`` when
+    the PUT carried a Content-MD5).
     """
 
     request_id: str | None

@@ -7,9 +7,13 @@ The body then streams into a temp file in bounded chunks, hashed as it goes, and
 renamed into place only once all of ``Content-Length`` has arrived: a short body stores
 nothing. File calls run in worker threads, so the loop never waits on the disk.
 
+A ``Content-MD5`` header is checked as S3 checks it: ``400 InvalidDigest`` before the body
+when it is not a base64 MD5, ``400 BadDigest`` (nothing stored) when the body that arrived
+has another MD5.
+
 In sink mode (``discard_bodies``) a PUT that passes every check has its body read to the
-end and dropped: only its size and line count are kept, and its ETag is
-``"discarded-<size>"``.
+end and dropped: only its size and line count are kept (no Content-MD5 check, as nothing
+is hashed), and its ETag is ``"discarded-<size>"``.
 """
 
 from __future__ import annotations
@@ -271,6 +275,11 @@ class S3Handlers:
                     MaxSizeAllowed=str(MAX_PUT_BYTES),
                 )
             )
+        content_md5 = request.headers.get("Content-MD5")
+        if content_md5 is not None and _digest(content_md5) is None:
+            return _Rejection(
+                s3_error(400, "InvalidDigest", "The Content-MD5 you specified was invalid.")
+            )
         return None
 
     def _record(
@@ -390,17 +399,31 @@ class S3Handlers:
         sink = _Sink(
             core.tmp_dir / f"{uuid.uuid4().hex}.part", damage_at=declared // 2 if damage else None
         )
-        complete = False
+        complete = digest_ok = False
+        # S3 checks a Content-MD5 against what arrived (after any damage) and stores
+        # nothing on a mismatch: a client's sure way to catch damage whatever the ETag.
+        expected = request.headers.get("Content-MD5")
         try:
             while chunk := await request.content.readany():
                 await sink.add(chunk)
             md5 = await sink.finish()
             # aiohttp raises on a body cut short; the size check guards the rest.
             complete = sink.size == declared
+            digest_ok = expected is None or _digest(expected) == bytes.fromhex(md5)
         finally:
-            await sink.close(discard=not complete)
+            await sink.close(discard=not (complete and digest_ok))
         if not complete:
             raise ConnectionResetError(f"PUT body ended after {sink.size} of {declared} bytes")
+        if not digest_ok:
+            progress.outcome = "400"
+            progress.damaged = damage
+            return s3_error(
+                400,
+                "BadDigest",
+                "The Content-MD5 you specified did not match what we received.",
+                ExpectedDigest=str(expected),
+                CalculatedDigest=base64.b64encode(bytes.fromhex(md5)).decode(),
+            )
 
         rec = core.by_key.get(key)
         final = core.object_path(key) if rec is not None else core.unclaimed_path(key)
@@ -466,6 +489,15 @@ class S3Handlers:
                 "x-amz-request-id": uuid.uuid4().hex[:16].upper(),
             },
         )
+
+
+def _digest(content_md5: str) -> bytes | None:
+    """The 16 bytes a Content-MD5 header holds (base64), or None when it holds none."""
+    try:
+        digest = base64.b64decode(content_md5.strip(), validate=True)
+    except ValueError:
+        return None
+    return digest if len(digest) == 16 else None
 
 
 async def _discard(request: web.Request, limit: int) -> None:
