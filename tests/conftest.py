@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -189,3 +190,34 @@ class RawHttp:
 @pytest.fixture
 def raw_http() -> RawHttp:
     return RawHttp()
+
+
+@dataclass(frozen=True)
+class ClosedReply:
+    """An answer read until the server closed the connection: every body byte that
+    arrived (fewer than Content-Length, when the answer was cut), and how long it took."""
+
+    status: int
+    headers: dict[str, str]  # names in lower case
+    body: bytes
+    elapsed: float
+
+
+async def exchange(base_url: str, head: str, body: bytes = b"") -> ClosedReply:
+    """Send ``head`` (request line and headers, without ``Connection`` or the blank line)
+    and ``body`` with ``Connection: close`` on a fresh connection; read to the end."""
+    reader, writer = await RawHttp.connect(base_url)
+    started = time.monotonic()
+    try:
+        writer.write(head.encode() + b"\r\nConnection: close\r\n\r\n" + body)
+        data = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        await RawHttp.close(writer)
+    elapsed = time.monotonic() - started
+    head_bytes, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *lines = head_bytes.decode().split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return ClosedReply(int(status_line.split()[1]), headers, payload, elapsed)

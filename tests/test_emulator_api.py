@@ -44,11 +44,29 @@ async def test_create_answers_pending_upload(emulator, emu_client, path):
     assert body["objectKey"] == f"TEAM_ID/data-api-request-input/products/{request_id}.jsonl"
     url = urlsplit(body["upload_url"])
     assert f"{url.scheme}://{url.netloc}" == emulator.base_url
-    assert url.path == f"/s3/{body['objectKey']}"
+    assert url.path == f"/{emulator.bucket}/{body['objectKey']}"
+    # A real pre-signer's parameters, in its order, the signature last.
+    names = [item.partition("=")[0] for item in url.query.split("&")]
+    assert names == [
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Security-Token",
+        "X-Amz-Signature",
+    ]
     query = {k: v[0] for k, v in parse_qs(url.query).items()}
     assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
     assert query["X-Amz-Expires"] == str(12 * 3600)
     assert re.fullmatch(r"\d{8}T\d{6}Z", query["X-Amz-Date"])
+    day = query["X-Amz-Date"][:8]
+    assert (
+        query["X-Amz-Credential"] == f"{emulator.aws_access_key_id}/{day}/us-east-1/s3/aws4_request"
+    )
+    assert f"X-Amz-Credential={emulator.aws_access_key_id}%2F{day}%2Fus-east-1%2Fs3%2F" in url.query
+    assert query["X-Amz-SignedHeaders"] == "content-type;host"
+    assert query["X-Amz-Security-Token"] == emulator.aws_session_token
     assert re.fullmatch(r"[0-9a-f]{64}", query["X-Amz-Signature"])
     assert ISO_MS.match(body["expires_at"])
     assert abs(parse_iso(body["expires_at"]) - (time.time() + 12 * 3600)) < 60

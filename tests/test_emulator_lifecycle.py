@@ -117,6 +117,23 @@ def test_constructor_checks_its_arguments():
         Emulator(ingest_delay=-1)
     with pytest.raises(ValueError, match="url_ttl"):
         Emulator(url_ttl=0)
+    with pytest.raises(ValueError, match="url_ttl must be at most 604800"):
+        Emulator(url_ttl=604801)
+    for bucket in ["s3", "Upper", "results", "-dash", "v1"]:
+        with pytest.raises(ValueError, match="bucket"):
+            Emulator(bucket=bucket)
+
+
+def test_thread_variant_takes_every_emulator_argument():
+    import inspect
+    import typing
+
+    from bulkload.emulator._server import EmulatorOptions
+
+    params = inspect.signature(Emulator).parameters
+    assert set(EmulatorOptions.__annotations__) == set(params)
+    hints = typing.get_type_hints(EmulatorOptions)
+    assert hints == {name: typing.get_type_hints(Emulator.__init__)[name] for name in params}
 
 
 def test_request_info_is_frozen():
@@ -190,12 +207,57 @@ def test_every_fault_knob_has_a_flag():
             value = "0.5" if field.name.endswith(("_rate", "_s")) else "3"
             if field.name.endswith("_status"):
                 value = "503"
+            if field.name.endswith("_shape"):
+                value = "html"
             flags += ["--" + field.name.replace("_", "-"), value]
     args = parser.parse_args([*flags, "--fail-id", "x", "--fail-id", "y", "--port", "9"])
     assert args.fault_put_503_rate == 0.5
     assert args.fault_hang_first_n == 3
+    assert args.fault_import_malformed_shape == "html"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--status-malformed-shape", "upload-url-null"])  # import only
     assert args.fault_fail_ids == ["x", "y"]
     assert (args.port, args.api_key, args.seed) == (9, API_KEY, 0)
+
+
+def test_s3_flags():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    defaults = parser.parse_args([])
+    assert defaults.aws_session_token == Emulator().aws_session_token
+    assert (defaults.region, defaults.sign_content_type, defaults.clock_skew) == (
+        "us-east-1",
+        True,
+        0.0,
+    )
+    args = parser.parse_args(
+        [
+            "--aws-access-key-id",
+            "AKIAX",
+            "--aws-secret-access-key",
+            "s",
+            "--aws-session-token",
+            "",
+            "--region",
+            "eu-west-1",
+            "--bucket",
+            "my-bucket",
+            "--no-sign-content-type",
+            "--clock-skew",
+            "-30",
+        ]
+    )
+    assert (args.aws_access_key_id, args.aws_secret_access_key, args.aws_session_token) == (
+        "AKIAX",
+        "s",
+        "",
+    )
+    assert (args.region, args.bucket, args.sign_content_type, args.clock_skew) == (
+        "eu-west-1",
+        "my-bucket",
+        False,
+        -30.0,
+    )
 
 
 @pytest.mark.timeout(60)

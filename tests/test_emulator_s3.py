@@ -85,6 +85,18 @@ async def test_expired_url_is_refused_with_access_denied(emulator, emu_client):
     assert nothing_stored(emulator)
 
 
+async def test_clock_skew_expires_issued_urls_and_new_ones_work(emulator, emu_client):
+    """Moving the emulator's clock is time passing for SafetyKit and S3 alike: a URL held
+    past its lifetime is refused, and one issued afterwards works."""
+    old = await emu_client.new()
+    emulator.clock_skew_s = 12 * 3600 + 1
+    reply = await emu_client.put(old["upload_url"], BODY)
+    assert (reply.status, xml_code(reply.text)) == (403, "AccessDenied: Request has expired")
+    fresh = await emu_client.new()
+    assert (await emu_client.put(fresh["upload_url"], BODY)).status == 200
+    assert [a.error_code for a in emulator.put_log()] == ["AccessDenied", None]
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["application/octet-stream", "application/json; charset=utf-8", "text/plain", None],
@@ -115,12 +127,21 @@ async def test_tampered_url_is_refused(emulator, emu_client, tamper):
     elif tamper == "longer-expiry":
         url = with_query(url, **{"X-Amz-Expires": "604800"})
     elif tamper == "other-date":
-        url = with_query(url, **{"X-Amz-Date": query["X-Amz-Date"][:-3] + "00Z"})
+        date = query["X-Amz-Date"]
+        other_seconds = "01Z" if date.endswith("00Z") else "00Z"  # always another second
+        url = with_query(url, **{"X-Amz-Date": date[:-3] + other_seconds})
     else:  # this request's signature on another request's key
         url = with_query(other["upload_url"], **{"X-Amz-Signature": sig})
     reply = await emu_client.put(url, BODY)
-    assert reply.status == 403
-    assert xml_code(reply.text).startswith("SignatureDoesNotMatch:")
+    if tamper == "drop-signature":
+        assert reply.status == 400
+        assert xml_code(reply.text).startswith(
+            "AuthorizationQueryParametersError: Query-string authentication version 4 requires"
+        )
+    else:
+        assert reply.status == 403
+        assert xml_code(reply.text).startswith("SignatureDoesNotMatch:")
+    assert emulator.put_log()[0].error_code == xml_code(reply.text).partition(":")[0]
     assert nothing_stored(emulator)
 
 

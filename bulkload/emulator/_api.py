@@ -2,8 +2,9 @@
 
 Order of checks on every API call: injected hang and latency, then authentication, then
 the request's own validity (namespace, body, known request id), then injected 429/5xx
-faults, then the real answer. So a 401/400/404 is never masked by a fault, and the
-first-N fault counters count only calls that would otherwise have succeeded.
+faults, then malformed-answer faults, then the real answer. So a 401/400/404 is never
+masked by a fault, and the first-N fault counters count only calls that would otherwise
+have succeeded. A malformed answer is counted as ``malformed:<shape>``, not by its status.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import orjson
 from aiohttp import web
 
 from ._core import Core
-from ._records import NAMESPACE_RE, RequestRecord, iso_ms
+from ._malformed import (
+    CREATES_REQUEST,
+    IMPORT_MALFORMED_SHAPES,
+    STATUS_MALFORMED_SHAPES,
+    MalformedResponse,
+    malformed_answer,
+)
+from ._records import NAMESPACE_RE, RequestRecord
 
 __all__ = ["ApiHandlers"]
 
@@ -79,7 +87,10 @@ class ApiHandlers:
             except web.HTTPException as exc:
                 core.count(endpoint, str(exc.status))
                 raise
-            core.count(endpoint, str(response.status))
+            if isinstance(response, MalformedResponse):
+                core.count(endpoint, f"malformed:{response.shape}")
+            else:
+                core.count(endpoint, str(response.status))
             return response
 
         return wrapped
@@ -122,7 +133,7 @@ class ApiHandlers:
 
     # --- handlers -----------------------------------------------------------------------
 
-    async def create(self, request: web.Request) -> web.Response:
+    async def create(self, request: web.Request) -> web.StreamResponse:
         """POST .../import (and the SDK's .../requests/upload-url): one new request."""
         core = self.core
         namespace = request.match_info["namespace"]
@@ -152,35 +163,44 @@ class ApiHandlers:
             )
         if core.injector.fire("import_5xx"):
             return json_error(faults.import_5xx_status, "Internal error.")
+        if core.injector.fire("import_malformed"):
+            shape = core.injector.shape("import_malformed", IMPORT_MALFORMED_SHAPES)
+            creates = shape in CREATES_REQUEST
+            rec, url = core.create_request(namespace, register=creates)
+            if creates:
+                await core.persist()
+            body = core.import_body(rec, url)
+            return await malformed_answer(request, shape, body, bucket=core.settings.bucket)
         rec, url = core.create_request(namespace)
         await core.persist()
-        return json_response(
-            {
-                "status": "pending_upload",
-                "requestId": rec.request_id,
-                "objectKey": rec.object_key,
-                "upload_url": url,
-                "expires_at": iso_ms(rec.url_expires_at),
-            }
-        )
+        return json_response(core.import_body(rec, url))
 
-    async def status(self, request: web.Request) -> web.Response:
+    async def status(self, request: web.Request) -> web.StreamResponse:
         """GET .../requests/{request_id}: status, and results metadata once succeeded."""
         return await self._status_answer(request, with_inline_data=True)
 
-    async def download_url(self, request: web.Request) -> web.Response:
+    async def download_url(self, request: web.Request) -> web.StreamResponse:
         """GET .../requests/{request_id}/results/download-url."""
         return await self._status_answer(request, with_inline_data=False)
 
-    async def _status_answer(self, request: web.Request, *, with_inline_data: bool) -> web.Response:
+    async def _status_answer(
+        self, request: web.Request, *, with_inline_data: bool
+    ) -> web.StreamResponse:
         found = self._find(request)
         if isinstance(found, web.Response):
             return found
         rejected = self._status_fault()
         if rejected is not None:
             return rejected
-        rec = await self.core.resolve(found)
-        return json_response(self.core.status_body(rec, with_inline_data=with_inline_data))
+        core = self.core
+        # A malformed answer is the server's own, mangled on the way (or by a bug in
+        # writing it): the request advances as it would have.
+        rec = await core.resolve(found)
+        body = core.status_body(rec, with_inline_data=with_inline_data)
+        if core.injector.fire("status_malformed"):
+            shape = core.injector.shape("status_malformed", STATUS_MALFORMED_SHAPES)
+            return await malformed_answer(request, shape, body, bucket=core.settings.bucket)
+        return json_response(body)
 
     async def state(self, request: web.Request) -> web.Response:
         """GET /_emulator/state: the inspection data, no authentication."""

@@ -15,7 +15,9 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from ._faults import Faults
+from ._s3 import ETAG_MODES
 from ._server import Emulator
+from ._sigv4 import DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, DEFAULT_SESSION_TOKEN
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -60,6 +62,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sink mode for benchmarks: read accepted PUT bodies and drop them (counted, "
         "not hashed or stored); ETag 'discarded-<size>', results downloads answer 404",
     )
+    s3 = parser.add_argument_group("the fake bucket (SigV4 pre-signed upload URLs)")
+    s3.add_argument(
+        "--aws-access-key-id",
+        default=DEFAULT_ACCESS_KEY_ID,
+        metavar="AKID",
+        help=f"the fake bucket's access key id (default: {DEFAULT_ACCESS_KEY_ID})",
+    )
+    s3.add_argument(
+        "--aws-secret-access-key",
+        default=DEFAULT_SECRET_ACCESS_KEY,
+        metavar="SECRET",
+        help="its secret (default: a fixed fake one, so URLs stay valid across restarts)",
+    )
+    s3.add_argument(
+        "--aws-session-token",
+        default=DEFAULT_SESSION_TOKEN,
+        metavar="TOKEN",
+        help="'' for none (default: a fake STS-like token full of + / =, so that clients "
+        "must send upload URLs byte for byte)",
+    )
+    s3.add_argument("--region", default="us-east-1", help="signing region (default: us-east-1)")
+    s3.add_argument(
+        "--bucket",
+        default="bulkload-emulator",
+        help="bucket name in the upload URLs' paths (default: bulkload-emulator)",
+    )
+    s3.add_argument(
+        "--sign-content-type",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sign content-type;host (the PUT must send application/json), or host only",
+    )
+    s3.add_argument(
+        "--etag-mode",
+        choices=ETAG_MODES,
+        default="md5",
+        help="how stored PUTs are answered: md5 (ETag = MD5, SSE-S3), sse-kms, "
+        "sse-kms-dsse, sse-c (opaque ETag, encryption headers) or opaque (opaque ETag, no "
+        "headers) (default: md5)",
+    )
+    s3.add_argument(
+        "--clock-skew",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds added to the emulator's clock when it issues and checks URLs",
+    )
     group = parser.add_argument_group("fault injection")
     for f in fields(Faults):
         if not f.init:
@@ -76,13 +125,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             )
             continue
         assert f.default is not MISSING
+        choices = f.metadata.get("choices")
         group.add_argument(
             _fault_flag(f.name),
             dest=f"fault_{f.name}",
             type=type(f.default),
             default=f.default,
-            metavar="N" if isinstance(f.default, int) else "X",
-            help=f"{help_text} (default: {f.default})",
+            choices=choices,
+            metavar="SHAPE" if choices else "N" if isinstance(f.default, int) else "X",
+            help=f"{help_text}: {', '.join(choices)} (default: {f.default})"
+            if choices
+            else f"{help_text} (default: {f.default})",
         )
 
 
@@ -107,6 +160,14 @@ async def _serve(args: argparse.Namespace) -> None:
         faults=_faults_from(args),
         seed=args.seed,
         discard_bodies=args.discard_bodies,
+        aws_access_key_id=args.aws_access_key_id,
+        aws_secret_access_key=args.aws_secret_access_key,
+        aws_session_token=args.aws_session_token or None,
+        region=args.region,
+        bucket=args.bucket,
+        sign_content_type=args.sign_content_type,
+        clock_skew_s=args.clock_skew,
+        etag_mode=args.etag_mode,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import secrets
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -27,13 +28,13 @@ from ._records import (
     RequestInfo,
     RequestRecord,
     Signer,
-    amz_date,
     iso_ms,
     load_state,
     new_request_id,
     save_state,
     validate_object,
 )
+from ._sigv4 import S3Credentials, presign_put
 
 __all__ = ["Core", "Settings"]
 
@@ -50,6 +51,15 @@ class Settings:
     url_ttl: float
     results_ttl: float
     team_id: str
+    #: What the fake bucket's pre-signer holds; PUTs are verified against the same.
+    credentials: S3Credentials
+    bucket: str
+    #: Upload URLs sign ``content-type;host`` (the PUT must send the signed type), else
+    #: only ``host``.
+    sign_content_type: bool = True
+    #: How stored PUTs are answered: ``"md5"`` (ETag = MD5, SSE-S3), ``"sse-kms"``,
+    #: ``"sse-kms-dsse"``, ``"sse-c"`` or ``"opaque"`` (an ETag that is not the MD5).
+    etag_mode: str = "md5"
     #: Sink mode for benchmarks: accepted PUT bodies are counted, not stored (see
     #: ``Emulator``).
     discard_bodies: bool = False
@@ -62,6 +72,9 @@ class Core:
         self.settings = settings
         self.injector = FaultInjector(faults, seed)
         self.ingest_delay = ingest_delay
+        #: Added to the wall clock wherever the emulator reads it (issuing and checking
+        #: URLs), so a test can move time forward instead of waiting for it.
+        self.clock_skew_s = 0.0
         self.base_url = ""
         self.signer = Signer(secrets.token_bytes(32))
         self.requests: dict[str, RequestRecord] = {}
@@ -99,6 +112,15 @@ class Core:
 
     def results_path(self, request_id: str) -> Path:
         return self.results_dir / f"{request_id}.jsonl"
+
+    def unclaimed_path(self, key: str) -> Path:
+        """Where an object no request owns is kept (a URL pre-signed by someone else for
+        any key): named by a hash, since such a key may hold ``..`` or anything else."""
+        return self.objects_dir / "_unclaimed" / hashlib.sha256(key.encode()).hexdigest()
+
+    def now(self) -> float:
+        """The emulator's wall clock: ``time.time()`` moved by ``clock_skew_s``."""
+        return time.time() + self.clock_skew_s
 
     # --- change notification and counters ----------------------------------------------
 
@@ -181,38 +203,52 @@ class Core:
 
     # --- requests -----------------------------------------------------------------------
 
-    def create_request(self, namespace: str) -> tuple[RequestRecord, str]:
-        """A new request and its upload URL."""
-        now = time.time()
+    def create_request(self, namespace: str, *, register: bool = True) -> tuple[RequestRecord, str]:
+        """A new request and its upload URL. Unregistered (``register=False``), it is only
+        the look of one, for a malformed answer that must create nothing."""
+        now = self.now()
         request_id = new_request_id(now)
         key = f"{self.settings.team_id}/data-api-request-input/{namespace}/{request_id}.jsonl"
-        expired = self.injector.fire("expired_url")
+        expired = register and self.injector.fire("expired_url")
         ttl = max(1, int(self.settings.url_ttl))
         # An already-expired URL is dated so that date + ttl lies a minute in the past.
         issued = now - ttl - 60 if expired else now
-        date = amz_date(issued)
-        expires_at = int(issued) + ttl
         rec = RequestRecord(
             request_id=request_id,
             namespace=namespace,
             object_key=key,
             created_at=now,
-            url_expires_at=expires_at,
+            url_expires_at=int(issued) + ttl,
             expired_url=expired,
         )
-        self.requests[request_id] = rec
-        self.by_key[key] = rec
-        query = {
-            "X-Amz-Algorithm": "AWS4-HMAC-SHA256",
-            "X-Amz-Credential": f"EMULATOR/{date[:8]}/us-east-1/s3/aws4_request",
-            "X-Amz-Date": date,
-            "X-Amz-Expires": str(ttl),
-            "X-Amz-SignedHeaders": "content-type;host",
-            "X-Amz-Signature": self.signer.upload(key, date, str(ttl), "application/json"),
-        }
-        url = f"{self.base_url}/s3/{key}?{urlencode(query)}"
-        self.changed()
+        url = self.presign(key, issued=issued, ttl=ttl)
+        if register:
+            self.requests[request_id] = rec
+            self.by_key[key] = rec
+            self.changed()
         return rec, url
+
+    def import_body(self, rec: RequestRecord, url: str) -> dict[str, Any]:
+        """The import (upload-url) answer for a new request."""
+        return {
+            "status": "pending_upload",
+            "requestId": rec.request_id,
+            "objectKey": rec.object_key,
+            "upload_url": url,
+            "expires_at": iso_ms(rec.url_expires_at),
+        }
+
+    def presign(self, key: str, *, issued: float, ttl: int) -> str:
+        """A SigV4 pre-signed PUT URL of ``key`` in the fake bucket (path-style)."""
+        settings = self.settings
+        return presign_put(
+            settings.credentials,
+            base_url=self.base_url,
+            path=f"/{settings.bucket}/{quote(key, safe='/~')}",
+            now=issued,
+            expires=ttl,
+            content_type="application/json" if settings.sign_content_type else None,
+        )
 
     def info(self, rec: RequestRecord) -> RequestInfo:
         stored = rec.arrived_at is not None and rec.discarded_lines is None
@@ -227,17 +263,26 @@ class Core:
             md5=rec.md5,
             created_at=rec.created_at,
             expired_url=rec.expired_url,
+            etag=rec.etag,
         )
 
     def object_arrived(
-        self, rec: RequestRecord, size: int, md5: str | None, *, discarded_lines: int | None = None
+        self,
+        rec: RequestRecord,
+        size: int,
+        md5: str | None,
+        *,
+        etag: str,
+        discarded_lines: int | None = None,
     ) -> None:
-        """Note an object stored under ``rec``'s key; in sink mode ``md5`` is None and
-        ``discarded_lines`` holds the line count of the body that was thrown away."""
+        """Note an object stored under ``rec``'s key, answered with ``etag``; in sink mode
+        ``md5`` is None and ``discarded_lines`` holds the line count of the body that was
+        thrown away."""
         loop = asyncio.get_running_loop()
         rec.put_successes += 1
         rec.size = size
         rec.md5 = md5
+        rec.etag = etag
         rec.discarded_lines = discarded_lines
         rec.arrived_at = time.time()
         rec.arrived_loop = loop.time()
@@ -286,7 +331,7 @@ class Core:
         outcome = rec.outcome
         if outcome is None or not outcome.ok:
             return {"data_url": None, "data_count": None, "data_expires_at": None}
-        now = time.time()
+        now = self.now()
         if self.injector.fire("expired_data_url"):
             expires = int(now) - 60
         else:
@@ -329,6 +374,8 @@ class Core:
             "faults": self.injector.faults.as_dict(),
             "ingest_delay": self.ingest_delay,
             "discard_bodies": self.settings.discard_bodies,
+            "etag_mode": self.settings.etag_mode,
+            "clock_skew_s": self.clock_skew_s,
         }
 
     def stored_objects(self, namespace: str | None) -> list[tuple[str, Path]]:

@@ -13,25 +13,61 @@ import random
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["FAULT_KINDS", "FaultInjector", "Faults"]
+__all__ = [
+    "FAULT_KINDS",
+    "IMPORT_MALFORMED_SHAPES",
+    "STATUS_MALFORMED_SHAPES",
+    "FaultInjector",
+    "Faults",
+]
 
 #: Every kind the injector knows, with the knobs it reads (``<kind>_first_n``, and
 #: ``<kind>_rate`` when the kind has one).
 FAULT_KINDS: tuple[str, ...] = (
     "import_429",
     "import_5xx",
+    "import_malformed",
     "status_5xx",
+    "status_malformed",
     "put_503",
     "put_500",
     "put_drop",
+    "put_damage",
     "expired_url",
     "expired_data_url",
+    "results_cut",
+    "results_stall",
     "hang",
 )
 
+#: How an answer can be malformed (see ``_malformed``): shapes any answer can take...
+_ANY_ANSWER = ("html", "truncated-json", "short-body", "empty", "json-array")
+#: ...and those of the import (upload-url) answer and of the status answers.
+IMPORT_MALFORMED_SHAPES: tuple[str, ...] = (
+    *_ANY_ANSWER,
+    "upload-url-missing",
+    "upload-url-null",
+    "upload-url-relative",
+    "upload-url-s3-uri",
+    "request-id-missing",
+    "request-id-null",
+    "expires-at-unparseable",
+)
+STATUS_MALFORMED_SHAPES: tuple[str, ...] = (
+    *_ANY_ANSWER,
+    "status-missing",
+    "status-null",
+    "status-not-string",
+)
+#: A ``*_shape`` knob's value that takes every shape in turn.
+CYCLE = "cycle"
 
-def _knob(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+
+def _knob(default: Any, help: str, *, choices: tuple[str, ...] = ()) -> Any:
+    metadata: dict[str, Any] = {"help": help}
+    if choices:
+        metadata["choices"] = choices
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -58,6 +94,28 @@ class Faults:
         0.0, "answer this fraction of status / download-url calls with a 5xx"
     )
     status_5xx_status: int = _knob(500, "status code of an injected status 5xx")
+    import_malformed_first_n: int = _knob(
+        0, "answer the next N import calls 200 with a malformed answer (see *_shape)"
+    )
+    import_malformed_rate: float = _knob(
+        0.0, "answer this fraction of import calls 200 with a malformed answer"
+    )
+    import_malformed_shape: str = _knob(
+        CYCLE,
+        "how an import answer is malformed; 'cycle' takes each shape in turn",
+        choices=(CYCLE, *IMPORT_MALFORMED_SHAPES),
+    )
+    status_malformed_first_n: int = _knob(
+        0, "answer the next N status / download-url calls 200 with a malformed answer"
+    )
+    status_malformed_rate: float = _knob(
+        0.0, "answer this fraction of status / download-url calls with a malformed answer"
+    )
+    status_malformed_shape: str = _knob(
+        CYCLE,
+        "how a status / download-url answer is malformed; 'cycle' takes each shape in turn",
+        choices=(CYCLE, *STATUS_MALFORMED_SHAPES),
+    )
     put_503_first_n: int = _knob(0, "answer the next N PUTs with 503 SlowDown")
     put_503_rate: float = _knob(0.0, "answer this fraction of PUTs with 503 SlowDown")
     put_500_first_n: int = _knob(0, "answer the next N PUTs with 500 InternalError")
@@ -68,13 +126,35 @@ class Faults:
     put_drop_rate: float = _knob(
         0.0, "drop the connection of this fraction of PUTs halfway through the body"
     )
+    put_damage_first_n: int = _knob(
+        0,
+        "flip the middle byte of the next N PUT bodies on their way in: S3 stores and "
+        "hashes what arrived, so the ETag is not the MD5 the client sent",
+    )
+    put_damage_rate: float = _knob(
+        0.0, "flip the middle byte of this fraction of PUT bodies on their way in"
+    )
     expired_url_first_n: int = _knob(0, "issue the next N upload URLs already expired")
     expired_data_url_first_n: int = _knob(0, "issue the next N results data_urls already expired")
+    results_cut_first_n: int = _knob(
+        0,
+        "cut the next N results downloads: full Content-Length, about half the body, then "
+        "the connection closes",
+    )
+    results_cut_rate: float = _knob(0.0, "cut this fraction of results downloads")
+    results_stall_first_n: int = _knob(
+        0,
+        "stall the next N results downloads: half the body, then nothing for hang_s "
+        "seconds, then the connection closes",
+    )
+    results_stall_rate: float = _knob(0.0, "stall this fraction of results downloads")
     latency_s: float = _knob(0.0, "added latency, in seconds, before every API answer")
     hang_first_n: int = _knob(
         0, "hold the next N API calls for hang_s seconds (longer than a client timeout)"
     )
-    hang_s: float = _knob(300.0, "how long a hung API call is held, in seconds")
+    hang_s: float = _knob(
+        300.0, "how long a hung API call, or a stalled results download, is held, in seconds"
+    )
     fail_ids: set[str] = field(
         default_factory=set,
         metadata={"help": "a request whose object holds a record with this id fails processing"},
@@ -122,6 +202,12 @@ def _check(name: str, value: Any) -> None:
             raise ValueError(f"Faults.{name} must be >= 0, got {value!r}")
     elif name.endswith("_status") and not 500 <= value <= 599:
         raise ValueError(f"Faults.{name} must be a 5xx status, got {value!r}")
+    elif name.endswith("_shape"):
+        shapes = STATUS_MALFORMED_SHAPES if name.startswith("status") else IMPORT_MALFORMED_SHAPES
+        if value != CYCLE and value not in shapes:
+            raise ValueError(
+                f"Faults.{name} must be {CYCLE!r} or one of {', '.join(shapes)}, got {value!r}"
+            )
 
 
 class FaultInjector:
@@ -131,6 +217,7 @@ class FaultInjector:
         self.faults = faults
         self._seed = seed
         self._rngs: dict[str, random.Random] = {}
+        self._turns: dict[str, int] = {}
 
     def fire(self, kind: str) -> bool:
         """Decide whether the current call of ``kind`` gets the fault."""
@@ -149,3 +236,12 @@ class FaultInjector:
             return True
         rate: float = getattr(faults, f"{kind}_rate", 0.0)
         return draw < rate
+
+    def shape(self, kind: str, shapes: tuple[str, ...]) -> str:
+        """The shape of the current malformed answer of ``kind``: the ``<kind>_shape``
+        knob's, or with ``"cycle"`` the next of ``shapes`` in turn (so the k-th malformed
+        answer of a kind always takes the same shape)."""
+        chosen: str = getattr(self.faults, f"{kind}_shape")
+        turn = self._turns.get(kind, 0)
+        self._turns[kind] = turn + 1
+        return shapes[turn % len(shapes)] if chosen == CYCLE else chosen

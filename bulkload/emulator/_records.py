@@ -29,11 +29,9 @@ __all__ = [
     "RequestInfo",
     "RequestRecord",
     "Signer",
-    "amz_date",
     "iso_ms",
     "load_state",
     "new_request_id",
-    "parse_amz_date",
     "read_object_lines",
     "save_state",
     "validate_object",
@@ -49,7 +47,6 @@ STATE_VERSION = 1
 
 # Crockford's base32, lowercase: the alphabet of ULIDs such as req_01h2m7qdmdjckc30e1mnq6xqfd.
 _CROCKFORD = "0123456789abcdefghjkmnpqrstvwxyz"
-_AMZ_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
 
 
 def new_request_id(now: float) -> str:
@@ -68,19 +65,12 @@ def iso_ms(t: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-def amz_date(t: float) -> str:
-    return datetime.fromtimestamp(int(t), UTC).strftime(_AMZ_DATE_FORMAT)
-
-
-def parse_amz_date(text: str) -> float | None:
-    try:
-        return datetime.strptime(text, _AMZ_DATE_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 class Signer:
-    """HMAC-SHA256 signatures of the emulator's upload and results URLs."""
+    """HMAC-SHA256 signatures of the emulator's results URLs (``data_url``).
+
+    Upload URLs are real SigV4 (``_sigv4``); a results URL only has to be unforgeable and
+    expire, as the API documents nothing more about it.
+    """
 
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
@@ -88,9 +78,6 @@ class Signer:
     def _sign(self, *parts: str) -> str:
         message = "\n".join(parts).encode()
         return hmac.new(self.secret, message, hashlib.sha256).hexdigest()
-
-    def upload(self, key: str, date: str, expires: str, content_type: str) -> str:
-        return self._sign("PUT", key, date, expires, content_type)
 
     def results(self, request_id: str, expires: str) -> str:
         return self._sign("GET", request_id, expires)
@@ -120,6 +107,9 @@ class RequestInfo:
     md5: str | None
     created_at: float
     expired_url: bool
+    #: The ETag the last stored object was answered with, without quotes: its ``md5``
+    #: unless ``etag_mode`` says otherwise.
+    etag: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +123,7 @@ class RequestInfo:
             "md5": self.md5,
             "created_at": self.created_at,
             "expired_url": self.expired_url,
+            "etag": self.etag,
         }
 
 
@@ -140,13 +131,24 @@ class RequestInfo:
 class PutAttempt:
     """One PUT as received. ``outcome`` is the status code answered (``"200"``,
     ``"403"``...), ``"dropped"`` when a fault cut the connection, or ``"incomplete"``
-    when the client went away before the whole body arrived."""
+    when the client went away before the whole body arrived.
+
+    ``raw_target`` is the request target exactly as it arrived (path and query, every
+    percent-escape as the client wrote it), so a test can compare it with the URL the
+    emulator issued. ``error_code`` is S3's ``<Code>`` of an error answer
+    (``"SignatureDoesNotMatch"``...), else None. ``damaged`` is True when the damage fault
+    flipped a byte of the body on its way in (stored, or refused as ``BadDigest`` when
+    the PUT carried a Content-MD5).
+    """
 
     request_id: str | None
     content_type: str | None
     content_length: int | None
     outcome: str
     chunked: bool
+    raw_target: str = ""
+    error_code: str | None = None
+    damaged: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -155,16 +157,22 @@ class PutAttempt:
             "content_length": self.content_length,
             "outcome": self.outcome,
             "chunked": self.chunked,
+            "raw_target": self.raw_target,
+            "error_code": self.error_code,
+            "damaged": self.damaged,
         }
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Result of processing one stored object."""
+    """Result of processing one stored object; when ``ok``, the results file's MD5 and
+    size, which its download answers with (ETag, Content-Length)."""
 
     ok: bool
     count: int
     error_summary: str | None
+    results_md5: str | None = None
+    results_size: int = 0
 
 
 @dataclass(slots=True)
@@ -181,6 +189,7 @@ class RequestRecord:
     put_successes: int = 0
     size: int | None = None
     md5: str | None = None
+    etag: str | None = None
     arrived_at: float | None = None  # wall clock, persisted
     arrived_loop: float | None = None  # loop clock, for the ingest delay
     generation: int = 0  # bumped by every stored object, so a stale validation is dropped
@@ -208,6 +217,7 @@ class RequestRecord:
             "put_successes": self.put_successes,
             "size": self.size,
             "md5": self.md5,
+            "etag": self.etag,
             "arrived_at": self.arrived_at,
             "discarded_lines": self.discarded_lines,
         }
@@ -225,6 +235,8 @@ class RequestRecord:
             put_successes=data["put_successes"],
             size=data["size"],
             md5=data["md5"],
+            # Absent in state files written before etag modes existed.
+            etag=data.get("etag", data["md5"]),
             arrived_at=data["arrived_at"],
             # Absent in state files written before sink mode existed.
             discarded_lines=data.get("discarded_lines"),
@@ -267,12 +279,33 @@ def _result_line(namespace: str, record_id: str) -> bytes:
     )
 
 
+#: The deepest nesting a line may have. An object holding 1,023 nested arrays is 1,024
+#: deep and passes; one level more is refused. This is orjson's limit, which the model
+#: of SafetyKit's parser inherits and states as its rule.
+MAX_DEPTH = 1024
+
+#: Why orjson refused a line, by a phrase of its message, as the reason the server
+#: gives; any other refusal is "invalid JSON".
+_JSON_REASONS = (
+    ("surrogate", "lone surrogate escape"),
+    ("infinity", "number does not fit a double"),
+    ("depth limit exceeded", f"nested deeper than {MAX_DEPTH} levels"),
+)
+
+
 def _line_error(line: bytes, fail_ids: frozenset[str]) -> tuple[str | None, str | None]:
-    """(id, None) for a good line, (None, reason) for a bad one."""
+    """(id, None) for a good line, (None, reason) for a bad one; see
+    :func:`validate_object` for the rules."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None, "invalid UTF-8"
     try:
         obj = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None, "invalid JSON"
+    except orjson.JSONDecodeError as exc:
+        message = str(exc).lower()
+        reason = next((r for phrase, r in _JSON_REASONS if phrase in message), "invalid JSON")
+        return None, reason
     if not isinstance(obj, dict):
         return None, "not a JSON object"
     if "id" not in obj:
@@ -291,11 +324,30 @@ def validate_object(
     """Process a stored object line by line, never holding it whole.
 
     Writes the results file to ``results_tmp`` when every non-blank line is good, and
-    removes it otherwise.
+    removes it otherwise. Lines end at ``\n``; surrounding whitespace (a ``\r`` too) is
+    ignored and blank lines are skipped. The model of what SafetyKit's JSON parser
+    refuses, with the reason each refusal gives in ``error_summary``
+    (``line N: reason; ...``, at most ten lines named, then a count):
+
+    - ``invalid UTF-8``: the line is not valid UTF-8 (a surrogate encoded in UTF-8 is
+      not either);
+    - ``invalid JSON``: not one JSON value, ``NaN``, ``Infinity`` and ``-Infinity``
+      included;
+    - ``lone surrogate escape``: a ``\ud800``-``\udfff`` escape without its pair,
+      anywhere (in a key too);
+    - ``number does not fit a double``: a number that rounds to infinity (``1e400``);
+      ``1e-400`` (it rounds to 0) and integers past 64 bits (they become doubles) are
+      fine;
+    - ``nested deeper than 1024 levels``: more than :data:`MAX_DEPTH` nested objects and
+      arrays, the line's own object counting as one;
+    - ``not a JSON object``; ``missing id``; ``id is not a non-empty string``;
+    - ``id '...' rejected (fail_ids)``: the fault that fails chosen records.
     """
     errors: list[str] = []
     n_errors = 0
     count = 0
+    md5 = hashlib.md5(usedforsecurity=False)
+    size = 0
     with path.open("rb") as src, results_tmp.open("wb") as out:
         for line_no, raw in enumerate(src, start=1):
             line = raw.strip()
@@ -308,9 +360,18 @@ def validate_object(
                     errors.append(f"line {line_no}: {reason}")
             elif record_id is not None and not n_errors:
                 count += 1
-                out.write(_result_line(namespace, record_id) + b"\n")
+                result = _result_line(namespace, record_id) + b"\n"
+                out.write(result)
+                md5.update(result)
+                size += len(result)
     if not n_errors:
-        return Outcome(ok=True, count=count, error_summary=None)
+        return Outcome(
+            ok=True,
+            count=count,
+            error_summary=None,
+            results_md5=md5.hexdigest(),
+            results_size=size,
+        )
     with contextlib.suppress(FileNotFoundError):
         results_tmp.unlink()
     summary = "; ".join(errors)

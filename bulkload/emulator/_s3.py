@@ -1,4 +1,5 @@
-"""The S3 side of the emulator: pre-signed PUTs of request objects, and results files.
+"""The S3 side of the emulator: pre-signed PUTs of request objects (results files are
+served by ``_results``).
 
 A PUT is checked in full from its headers and URL before a byte of its body is read, as
 S3 does (and, with ``Expect: 100-continue``, before the client is asked to send it).
@@ -6,19 +7,23 @@ The body then streams into a temp file in bounded chunks, hashed as it goes, and
 renamed into place only once all of ``Content-Length`` has arrived: a short body stores
 nothing. File calls run in worker threads, so the loop never waits on the disk.
 
+A ``Content-MD5`` header is checked as S3 checks it: ``400 InvalidDigest`` before the body
+when it is not a base64 MD5, ``400 BadDigest`` (nothing stored) when the body that arrived
+has another MD5.
+
 In sink mode (``discard_bodies``) a PUT that passes every check has its body read to the
-end and dropped: only its size and line count are kept, and its ETag is
-``"discarded-<size>"``.
+end and dropped: only its size and line count are kept (no Content-MD5 check, as nothing
+is hashed), and its ETag is ``"discarded-<size>"``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import os
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,9 +35,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from ._core import Core
-from ._records import MAX_PUT_BYTES, PutAttempt, RequestRecord, iso_ms, parse_amz_date
+from ._records import MAX_PUT_BYTES, PutAttempt
+from ._sigv4 import Refusal, verify_presigned
 
-__all__ = ["S3Handlers", "s3_error"]
+__all__ = ["S3Handlers", "s3_error", "to_the_end"]
 
 T = TypeVar("T")
 
@@ -46,19 +52,32 @@ _PUT_FAULTS = (
 )
 
 
-def s3_error(status: int, code: str, message: str, **extra: str) -> web.Response:
+def s3_error(status: int, code: str, message: str, **extra: str) -> S3ErrorResponse:
     """An S3-style XML error answer."""
+    return refusal_response(Refusal(status, code, message, tuple(extra.items())))
+
+
+class S3ErrorResponse(web.Response):
+    """An S3 error answer that remembers its ``<Code>``, for the put log."""
+
+    def __init__(self, refusal: Refusal, body: bytes, request_id: str) -> None:
+        super().__init__(
+            status=refusal.status,
+            body=body,
+            content_type="application/xml",
+            headers={"x-amz-request-id": request_id},
+        )
+        self.s3_code = refusal.code
+
+
+def refusal_response(refusal: Refusal) -> S3ErrorResponse:
+    """S3's XML error answer for ``refusal``."""
     request_id = uuid.uuid4().hex[:16].upper()
-    fields = [f"<Code>{code}</Code>", f"<Message>{escape(message)}</Message>"]
-    fields += [f"<{name}>{escape(value)}</{name}>" for name, value in extra.items()]
+    fields = [f"<Code>{refusal.code}</Code>", f"<Message>{escape(refusal.message)}</Message>"]
+    fields += [f"<{name}>{escape(value)}</{name}>" for name, value in refusal.extra]
     fields += [f"<RequestId>{request_id}</RequestId>", "<HostId>emulator</HostId>"]
     body = '<?xml version="1.0" encoding="UTF-8"?><Error>' + "".join(fields) + "</Error>"
-    return web.Response(
-        status=status,
-        body=body.encode(),
-        content_type="application/xml",
-        headers={"x-amz-request-id": request_id},
-    )
+    return S3ErrorResponse(refusal, body.encode(), request_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,18 +86,48 @@ class _Rejection:
     chunked: bool = False
 
 
-def _signature_mismatch(string_to_sign: str, provided: str) -> web.Response:
-    return s3_error(
-        403,
-        "SignatureDoesNotMatch",
-        "The request signature we calculated does not match the signature you provided. "
-        "Check your key and signing method.",
-        StringToSign=string_to_sign,
-        SignatureProvided=provided,
-    )
+@dataclass(slots=True)
+class _Progress:
+    """What a PUT came to, set as soon as it is known: the put log reads it even when
+    the handler is cancelled. ``"incomplete"`` unless the body was read in full."""
+
+    outcome: str = "incomplete"
+    damaged: bool = False
 
 
-async def _to_the_end(fn: Callable[[], T]) -> T:
+#: What the bucket answers a stored PUT with, by ``etag_mode`` (besides the ETag).
+#: Plain and SSE-S3 objects get the MD5 as ETag; S3 has encrypted every new object with
+#: SSE-S3 by default since January 2023, so it says so. The others get an opaque ETag.
+ETAG_MODES = ("md5", "sse-kms", "sse-kms-dsse", "sse-c", "opaque")
+
+
+def etag_answer(mode: str, *, key: str, md5: str, region: str) -> dict[str, str]:
+    """The ETag and encryption headers of a stored object's 200, as S3 (or an
+    S3-compatible store) sends them for ``mode``."""
+    if mode == "md5":
+        return {"ETag": f'"{md5}"', "x-amz-server-side-encryption": "AES256"}
+    # Deterministic per object (its key and content), and never its MD5, which is what
+    # KMS- and customer-key-encrypted objects and some S3-compatible stores answer.
+    opaque = hashlib.sha256(f"{mode}\0{key}\0{md5}".encode()).hexdigest()[:32]
+    if opaque == md5:
+        opaque = opaque[::-1]
+    headers = {"ETag": f'"{opaque}"'}
+    if mode in ("sse-kms", "sse-kms-dsse"):
+        headers["x-amz-server-side-encryption"] = "aws:kms" if mode == "sse-kms" else "aws:kms:dsse"
+        headers["x-amz-server-side-encryption-aws-kms-key-id"] = (
+            f"arn:aws:kms:{region}:111122223333:key/0e1a2b3c-emul-4a7e-8000-000000000000"
+        )
+    elif mode == "sse-c":
+        headers["x-amz-server-side-encryption-customer-algorithm"] = "AES256"
+        # The base64 MD5 of the customer's key, as S3 echoes it; the emulator has no key,
+        # so it is that of 32 zero bytes.
+        headers["x-amz-server-side-encryption-customer-key-MD5"] = base64.b64encode(
+            hashlib.md5(bytes(32), usedforsecurity=False).digest()
+        ).decode()
+    return headers
+
+
+async def to_the_end(fn: Callable[[], T]) -> T:
     """Run a short, bounded file operation in a worker thread and wait for it even if
     cancelled meanwhile (the cancellation is re-raised after), so its effect is never
     left half-observed: a temp file closed but not removed, an object moved but not
@@ -99,10 +148,12 @@ class _Sink:
     and writing the disk overlap, and memory stays at about two batches.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, damage_at: int | None = None) -> None:
         self.path = path
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.size = 0
+        #: The offset of the byte to flip on its way in (the damage-in-transit fault).
+        self.damage_at = damage_at
         self._file: IO[bytes] | None = None
         self._closed = False
         self._batch: list[bytes] = []
@@ -122,6 +173,11 @@ class _Sink:
                 self._file.write(chunk)
 
     async def add(self, chunk: bytes) -> None:
+        at = self.damage_at
+        if at is not None and self.size <= at < self.size + len(chunk):
+            damaged = bytearray(chunk)
+            damaged[at - self.size] ^= 0xFF
+            chunk = bytes(damaged)
         self._batch.append(chunk)
         # Hashing here rather than in the writer thread measured ~30% faster: MD5 runs
         # at ~700 MB/s, so a 256 KiB chunk holds the loop for ~0.4 ms, while handing the
@@ -161,7 +217,7 @@ class _Sink:
                 with contextlib.suppress(FileNotFoundError):
                     self.path.unlink()
 
-        await _to_the_end(_close)
+        await to_the_end(_close)
 
 
 def _consume(fut: asyncio.Future[None]) -> None:
@@ -176,10 +232,8 @@ class S3Handlers:
         self.core = core
 
     def routes(self) -> list[web.RouteDef]:
-        return [
-            web.put("/s3/{key:.+}", self.put, expect_handler=self.expect),
-            web.get("/results/{name}", self.results),
-        ]
+        bucket = self.core.settings.bucket
+        return [web.put(f"/{bucket}/{{key:.+}}", self.put, expect_handler=self.expect)]
 
     # --- PUT ----------------------------------------------------------------------------
 
@@ -202,37 +256,15 @@ class S3Handlers:
                     411, "MissingContentLength", "You must provide the Content-Length HTTP header."
                 )
             )
-        query = request.query
-        date_text = query.get("X-Amz-Date", "")
-        expires_text = query.get("X-Amz-Expires", "")
-        provided = query.get("X-Amz-Signature", "")
-        issued = parse_amz_date(date_text)
-        if (
-            query.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256"
-            or issued is None
-            or not expires_text.isdigit()
-            or not provided
-        ):
-            return _Rejection(_signature_mismatch("", provided))
-        expires_at = issued + int(expires_text)
-        now = time.time()
-        if now > expires_at:
-            return _Rejection(
-                s3_error(
-                    403,
-                    "AccessDenied",
-                    "Request has expired",
-                    **{"X-Amz-Expires": expires_text},
-                    Expires=iso_ms(expires_at),
-                    ServerTime=iso_ms(now),
-                )
-            )
-        content_type = request.headers.get("Content-Type", "")
-        signer = self.core.signer
-        expected = signer.upload(key, date_text, expires_text, content_type)
-        if not signer.same(expected, provided):
-            string_to_sign = f"PUT\n{key}\n{date_text}\n{expires_text}\n{content_type}"
-            return _Rejection(_signature_mismatch(string_to_sign, provided))
+        refusal = verify_presigned(
+            self.core.settings.credentials,
+            method=request.method,
+            raw_target=request.raw_path,
+            headers=request.headers.items(),
+            now=self.core.now(),
+        )
+        if refusal is not None:
+            return _Rejection(refusal_response(refusal))
         if length > MAX_PUT_BYTES:
             return _Rejection(
                 s3_error(
@@ -243,9 +275,23 @@ class S3Handlers:
                     MaxSizeAllowed=str(MAX_PUT_BYTES),
                 )
             )
+        content_md5 = request.headers.get("Content-MD5")
+        if content_md5 is not None and _digest(content_md5) is None:
+            return _Rejection(
+                s3_error(400, "InvalidDigest", "The Content-MD5 you specified was invalid.")
+            )
         return None
 
-    def _record(self, request: web.Request, key: str, outcome: str, *, chunked: bool) -> None:
+    def _record(
+        self,
+        request: web.Request,
+        key: str,
+        outcome: str,
+        *,
+        chunked: bool,
+        response: web.StreamResponse | None = None,
+        damaged: bool = False,
+    ) -> None:
         core = self.core
         rec = core.by_key.get(key)
         if rec is not None:
@@ -259,9 +305,18 @@ class S3Handlers:
                 content_length=request.content_length,
                 outcome=outcome,
                 chunked=chunked,
+                raw_target=request.raw_path,
+                error_code=response.s3_code if isinstance(response, S3ErrorResponse) else None,
+                damaged=damaged,
             )
         )
         core.count("put", outcome)
+
+    def _record_rejection(self, request: web.Request, key: str, rejection: _Rejection) -> None:
+        response = rejection.response
+        self._record(
+            request, key, str(response.status), chunked=rejection.chunked, response=response
+        )
 
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """``Expect: 100-continue``: refuse from the headers, else invite the body."""
@@ -271,7 +326,7 @@ class S3Handlers:
         rejection = self._precheck(request, key)
         if rejection is not None:
             self.core.arrived("put")  # the PUT ends here: put() will not run
-            self._record(request, key, str(rejection.response.status), chunked=rejection.chunked)
+            self._record_rejection(request, key, rejection)
             await self.core.persist()
             return rejection.response
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -283,7 +338,7 @@ class S3Handlers:
         key = request.match_info["key"]
         rejection = self._precheck(request, key)
         if rejection is not None:
-            self._record(request, key, str(rejection.response.status), chunked=rejection.chunked)
+            self._record_rejection(request, key, rejection)
             await self.core.persist()
             return rejection.response
         core = self.core
@@ -293,14 +348,22 @@ class S3Handlers:
         # "incomplete" unless _receive gets further: the client went away mid-body
         # (aiohttp reports a short body as ContentLengthError, a reset as
         # ConnectionResetError, and cancels the handler when the socket closes).
-        outcome = ["incomplete"]
+        progress = _Progress()
+        response: web.Response | None = None
         try:
-            response = await self._receive(request, key, outcome)
+            response = await self._receive(request, key, progress)
         except (OSError, HttpProcessingError):
-            response = None
+            pass
         finally:
             core.puts_in_flight -= 1
-            self._record(request, key, outcome[0], chunked=False)
+            self._record(
+                request,
+                key,
+                progress.outcome,
+                chunked=False,
+                response=response,
+                damaged=progress.damaged,
+            )
         await core.persist()
         if response is None:
             # Nobody is listening any more; this answer goes nowhere, and aiohttp treats
@@ -310,61 +373,89 @@ class S3Handlers:
         return response
 
     async def _receive(
-        self, request: web.Request, key: str, outcome: list[str]
+        self, request: web.Request, key: str, progress: _Progress
     ) -> web.Response | None:
-        """Read the body; ``None`` when a fault dropped the connection. Sets
-        ``outcome[0]`` as soon as it is known."""
+        """Read the body; ``None`` when a fault dropped the connection. Sets ``progress``
+        as soon as it is known."""
         core = self.core
         injector = core.injector
         declared = request.content_length or 0
         if injector.fire("put_drop"):
             await _discard(request, declared // 2)
-            outcome[0] = "dropped"
+            progress.outcome = "dropped"
             if request.transport is not None:
                 request.transport.abort()
             return None
         for kind, status, code, message in _PUT_FAULTS:
             if injector.fire(kind):
                 await _discard(request, declared)  # S3 answers after the whole body
-                outcome[0] = str(status)
+                progress.outcome = str(status)
                 return s3_error(status, code, message)
         if core.settings.discard_bodies:
-            return await self._receive_discarding(request, key, outcome)
-        sink = _Sink(core.tmp_dir / f"{uuid.uuid4().hex}.part")
-        complete = False
+            return await self._receive_discarding(request, key, progress)
+        # Damage in transit: the middle byte arrives flipped, and S3 stores and hashes
+        # what arrived. An empty body has no byte to damage.
+        damage = injector.fire("put_damage") and declared > 0
+        sink = _Sink(
+            core.tmp_dir / f"{uuid.uuid4().hex}.part", damage_at=declared // 2 if damage else None
+        )
+        complete = digest_ok = False
+        # S3 checks a Content-MD5 against what arrived (after any damage) and stores
+        # nothing on a mismatch: a client's sure way to catch damage whatever the ETag.
+        expected = request.headers.get("Content-MD5")
         try:
             while chunk := await request.content.readany():
                 await sink.add(chunk)
             md5 = await sink.finish()
             # aiohttp raises on a body cut short; the size check guards the rest.
             complete = sink.size == declared
+            digest_ok = expected is None or _digest(expected) == bytes.fromhex(md5)
         finally:
-            await sink.close(discard=not complete)
+            await sink.close(discard=not (complete and digest_ok))
         if not complete:
             raise ConnectionResetError(f"PUT body ended after {sink.size} of {declared} bytes")
+        if not digest_ok:
+            progress.outcome = "400"
+            progress.damaged = damage
+            return s3_error(
+                400,
+                "BadDigest",
+                "The Content-MD5 you specified did not match what we received.",
+                ExpectedDigest=str(expected),
+                CalculatedDigest=base64.b64encode(bytes.fromhex(md5)).decode(),
+            )
+
+        rec = core.by_key.get(key)
+        final = core.object_path(key) if rec is not None else core.unclaimed_path(key)
 
         def store() -> None:
-            _move_into_place(sink.path, core.object_path(key))
+            _move_into_place(sink.path, final)
+
+        headers = etag_answer(
+            core.settings.etag_mode,
+            key=key,
+            md5=md5,
+            region=core.settings.credentials.region,
+        )
 
         def stored() -> None:
-            outcome[0] = "200"
-            rec = core.by_key.get(key)
+            progress.outcome = "200"
+            progress.damaged = damage
             if rec is not None:
-                core.object_arrived(rec, sink.size, md5)
+                core.object_arrived(rec, sink.size, md5, etag=headers["ETag"].strip('"'))
 
         try:
-            await _to_the_end(store)
+            await to_the_end(store)
         except asyncio.CancelledError:
             stored()  # stored is stored, even if the client vanished during the rename
             raise
         stored()
         return web.Response(
-            status=200,
-            headers={"ETag": f'"{md5}"', "x-amz-request-id": uuid.uuid4().hex[:16].upper()},
+            status=200, headers={**headers, "x-amz-request-id": uuid.uuid4().hex[:16].upper()}
         )
 
     async def _receive_discarding(
-        self, request: web.Request, key: str, outcome: list[str]
+        self, request: web.Request, key: str, progress: _Progress
     ) -> web.Response:
         """Sink mode: read the whole body (S3 answers only then), count its bytes and
         lines, keep nothing. The ETag is not an MD5, so clients skip their check."""
@@ -383,12 +474,14 @@ class S3Handlers:
             last = chunk
         if size != declared:
             raise ConnectionResetError(f"PUT body ended after {size} of {declared} bytes")
-        outcome[0] = "200"
+        progress.outcome = "200"
         rec = self.core.by_key.get(key)
         if rec is not None:
             # A last line without its newline is a line too.
             lines = newlines + (1 if last and not last.endswith(b"\n") else 0)
-            self.core.object_arrived(rec, size, None, discarded_lines=lines)
+            self.core.object_arrived(
+                rec, size, None, etag=f"discarded-{size}", discarded_lines=lines
+            )
         return web.Response(
             status=200,
             headers={
@@ -397,39 +490,14 @@ class S3Handlers:
             },
         )
 
-    # --- results ------------------------------------------------------------------------
 
-    async def results(self, request: web.Request) -> web.StreamResponse:
-        self.core.arrived("results")
-        response = await self._results(request)
-        self.core.count("results", str(response.status))
-        return response
-
-    async def _results(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        request_id = name.removesuffix(".jsonl")
-        expires = request.query.get("expires", "")
-        provided = request.query.get("sig", "")
-        signer = self.core.signer
-        if not expires.lstrip("-").isdigit() or not signer.same(
-            signer.results(request_id, expires), provided
-        ):
-            return _signature_mismatch(f"GET\n{request_id}\n{expires}", provided)
-        now = time.time()
-        if now > int(expires):
-            return s3_error(
-                403,
-                "AccessDenied",
-                "Request has expired",
-                Expires=iso_ms(int(expires)),
-                ServerTime=iso_ms(now),
-            )
-        rec: RequestRecord | None = self.core.requests.get(request_id)
-        path = self.core.results_path(request_id)
-        exists = await asyncio.to_thread(path.is_file)
-        if rec is None or not exists:
-            return s3_error(404, "NoSuchKey", "The specified key does not exist.", Key=name)
-        return web.FileResponse(path, headers={"Content-Type": "application/x-ndjson"})
+def _digest(content_md5: str) -> bytes | None:
+    """The 16 bytes a Content-MD5 header holds (base64), or None when it holds none."""
+    try:
+        digest = base64.b64decode(content_md5.strip(), validate=True)
+    except ValueError:
+        return None
+    return digest if len(digest) == 16 else None
 
 
 async def _discard(request: web.Request, limit: int) -> None:

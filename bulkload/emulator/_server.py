@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import shutil
 import ssl
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict
 
 from aiohttp import web
 
@@ -18,13 +19,53 @@ from ._api import ApiHandlers
 from ._core import Core, Settings
 from ._faults import Faults
 from ._records import PutAttempt, RequestInfo, read_object_lines
-from ._s3 import S3Handlers
+from ._results import ResultsHandlers
+from ._s3 import ETAG_MODES, S3Handlers
+from ._sigv4 import (
+    DEFAULT_ACCESS_KEY_ID,
+    DEFAULT_SECRET_ACCESS_KEY,
+    DEFAULT_SESSION_TOKEN,
+    MAX_EXPIRES,
+    S3Credentials,
+)
 
-__all__ = ["Emulator", "read_stored_records"]
+__all__ = ["Emulator", "EmulatorOptions", "read_stored_records"]
 
 #: aiohttp's read buffer per connection. Its flow control pauses the socket at twice this,
 #: so each PUT holds at most ~512 KiB in the loop plus one write batch in a thread.
 READ_BUFSIZE = 256 * 1024
+#: S3's bucket naming rules (3-63 characters: lowercase letters, digits, dots, hyphens;
+#: a letter or digit at each end).
+BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+#: Paths the API and results are served under, so no bucket may be named so.
+RESERVED_BUCKETS = frozenset({"results", "v1"})
+
+
+class EmulatorOptions(TypedDict, total=False):
+    """``Emulator``'s keyword arguments, for ``EmulatorThread`` to pass on as they are
+    (a test checks that the two lists agree)."""
+
+    api_key: str
+    host: str
+    port: int
+    data_dir: str | Path | None
+    ingest_delay: float
+    url_ttl: float
+    results_ttl: float
+    faults: Faults | None
+    seed: int
+    team_id: str
+    shutdown_timeout: float
+    discard_bodies: bool
+    ssl_context: ssl.SSLContext | None
+    aws_access_key_id: str
+    aws_secret_access_key: str
+    aws_session_token: str | None
+    region: str
+    bucket: str
+    sign_content_type: bool
+    clock_skew_s: float
+    etag_mode: str
 
 
 class Emulator:
@@ -39,6 +80,24 @@ class Emulator:
     ``ingesting``. ``url_ttl`` is the upload URLs' lifetime and ``results_ttl`` the
     results ``data_url``'s, both in seconds. ``shutdown_timeout`` is how long ``stop()``
     lets in-flight requests finish before cutting them off.
+
+    Upload URLs are real SigV4 pre-signed PUT URLs, path-style
+    (``{base_url}/{bucket}/{key}?X-Amz-...``), signed with ``aws_access_key_id``,
+    ``aws_secret_access_key``, ``aws_session_token`` (``None``: no token) and ``region``,
+    and verified as S3 verifies them. The default session token is full of ``+``, ``/``
+    and ``=``, as a real STS token is, so a client must send the URL byte for byte (or
+    at least never turn ``%2B`` into ``+``). ``sign_content_type`` makes the URLs sign
+    ``content-type;host`` (the PUT must carry ``Content-Type: application/json``), else
+    only ``host``. ``clock_skew_s`` moves the emulator's clock (issuing and checking
+    URLs) by that many seconds; it can be changed while running, so a test can make
+    every URL expire without waiting.
+
+    ``etag_mode`` is how a stored PUT is answered: ``"md5"`` (the default) as plain S3
+    does, ETag = the body's hex MD5 with ``x-amz-server-side-encryption: AES256``;
+    ``"sse-kms"`` / ``"sse-kms-dsse"`` with ``aws:kms`` / ``aws:kms:dsse`` and a KMS key
+    id; ``"sse-c"`` with the customer-key algorithm and key MD5; ``"opaque"`` with no
+    encryption headers, as some S3-compatible stores. In every mode but ``"md5"`` the
+    ETag is 32 hex digits, the same for the same key and content, and never the MD5.
 
     ``discard_bodies=True`` makes it a sink for benchmarks: a PUT that passes every S3
     check has its body read in full and dropped (not hashed, not stored), and is answered
@@ -67,10 +126,26 @@ class Emulator:
         shutdown_timeout: float = 0.5,
         discard_bodies: bool = False,
         ssl_context: ssl.SSLContext | None = None,
+        aws_access_key_id: str = DEFAULT_ACCESS_KEY_ID,
+        aws_secret_access_key: str = DEFAULT_SECRET_ACCESS_KEY,
+        aws_session_token: str | None = DEFAULT_SESSION_TOKEN,
+        region: str = "us-east-1",
+        bucket: str = "bulkload-emulator",
+        sign_content_type: bool = True,
+        clock_skew_s: float = 0.0,
+        etag_mode: str = "md5",
     ) -> None:
         """``ssl_context`` serves HTTPS (and upload URLs) with it, e.g. to test private CAs."""
         if ingest_delay < 0 or url_ttl <= 0 or results_ttl <= 0:
             raise ValueError("ingest_delay must be >= 0, url_ttl and results_ttl > 0")
+        if url_ttl > MAX_EXPIRES:
+            raise ValueError(f"url_ttl must be at most {MAX_EXPIRES} s (S3's limit), got {url_ttl}")
+        if not BUCKET_RE.match(bucket) or bucket in RESERVED_BUCKETS:
+            raise ValueError(f"bucket {bucket!r} is not a valid S3 bucket name for the emulator")
+        if etag_mode not in ETAG_MODES:
+            raise ValueError(f"etag_mode must be one of {', '.join(ETAG_MODES)}, got {etag_mode!r}")
+        if not aws_access_key_id or "/" in aws_access_key_id or not aws_secret_access_key:
+            raise ValueError("aws_access_key_id (without '/') and aws_secret_access_key are needed")
         self.host = host
         self.port = port
         self._temp_dir = data_dir is None
@@ -83,9 +158,19 @@ class Emulator:
             url_ttl=url_ttl,
             results_ttl=results_ttl,
             team_id=team_id,
+            credentials=S3Credentials(
+                access_key_id=aws_access_key_id,
+                secret_access_key=aws_secret_access_key,
+                session_token=aws_session_token,
+                region=region,
+            ),
+            bucket=bucket,
+            sign_content_type=sign_content_type,
+            etag_mode=etag_mode,
             discard_bodies=discard_bodies,
         )
         self._core = Core(settings, faults or Faults(), seed, ingest_delay)
+        self._core.clock_skew_s = clock_skew_s
         self._shutdown_timeout = shutdown_timeout
         self._ssl_context = ssl_context
         self._runner: web.AppRunner | None = None
@@ -122,6 +207,7 @@ class Emulator:
         app = web.Application()
         app.add_routes(ApiHandlers(self._core).routes())
         app.add_routes(S3Handlers(self._core).routes())
+        app.add_routes(ResultsHandlers(self._core).routes())
         runner = web.AppRunner(
             app,
             access_log=None,
@@ -204,6 +290,38 @@ class Emulator:
         if seconds < 0:
             raise ValueError(f"ingest_delay must be >= 0, got {seconds}")
         self._core.ingest_delay = seconds
+
+    @property
+    def clock_skew_s(self) -> float:
+        """Seconds added to the emulator's clock; assign to move time (e.g. past expiry)."""
+        return self._core.clock_skew_s
+
+    @clock_skew_s.setter
+    def clock_skew_s(self, seconds: float) -> None:
+        self._core.clock_skew_s = seconds
+        self._core.changed()
+
+    # --- the fake bucket's settings, for clients that pre-sign their own URLs ------------
+
+    @property
+    def aws_access_key_id(self) -> str:
+        return self._core.settings.credentials.access_key_id
+
+    @property
+    def aws_secret_access_key(self) -> str:
+        return self._core.settings.credentials.secret_access_key
+
+    @property
+    def aws_session_token(self) -> str | None:
+        return self._core.settings.credentials.session_token
+
+    @property
+    def region(self) -> str:
+        return self._core.settings.credentials.region
+
+    @property
+    def bucket(self) -> str:
+        return self._core.settings.bucket
 
     # --- inspection ---------------------------------------------------------------------
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import ssl
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, Unpack
 
 from ._faults import Faults
 from ._records import PutAttempt, RequestInfo
-from ._server import Emulator, read_stored_records
+from ._server import Emulator, EmulatorOptions, read_stored_records
 
 __all__ = ["EmulatorThread"]
 
@@ -32,45 +31,15 @@ CALL_TIMEOUT = 60.0
 
 
 class EmulatorThread:
-    """An :class:`Emulator` served from a background thread; same arguments.
+    """An :class:`Emulator` served from a background thread; same (keyword) arguments.
 
     ``with EmulatorThread() as emu:`` starts the thread and the server; leaving the block
     stops both and removes the temp data dir. ``stop()``/``start()`` restart the server on
     the same port while the thread keeps running.
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str = "test-key",
-        host: str = "127.0.0.1",
-        port: int = 0,
-        data_dir: str | Path | None = None,
-        ingest_delay: float = 0.0,
-        url_ttl: float = 12 * 3600,
-        results_ttl: float = 3600,
-        faults: Faults | None = None,
-        seed: int = 0,
-        team_id: str = "TEAM_ID",
-        shutdown_timeout: float = 0.5,
-        discard_bodies: bool = False,
-        ssl_context: ssl.SSLContext | None = None,
-    ) -> None:
-        self._emulator = Emulator(
-            api_key=api_key,
-            host=host,
-            port=port,
-            data_dir=data_dir,
-            ingest_delay=ingest_delay,
-            url_ttl=url_ttl,
-            results_ttl=results_ttl,
-            faults=faults,
-            seed=seed,
-            team_id=team_id,
-            shutdown_timeout=shutdown_timeout,
-            discard_bodies=discard_bodies,
-            ssl_context=ssl_context,
-        )
+    def __init__(self, **options: Unpack[EmulatorOptions]) -> None:
+        self._emulator = Emulator(**options)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._changes = threading.Condition()
@@ -211,6 +180,37 @@ class EmulatorThread:
             self._emulator.ingest_delay = seconds
 
         self._call(assign)
+
+    @property
+    def clock_skew_s(self) -> float:
+        return self._call(lambda: self._emulator.clock_skew_s)
+
+    @clock_skew_s.setter
+    def clock_skew_s(self, seconds: float) -> None:
+        def assign() -> None:
+            self._emulator.clock_skew_s = seconds
+
+        self._call(assign)
+
+    @property
+    def aws_access_key_id(self) -> str:
+        return self._emulator.aws_access_key_id
+
+    @property
+    def aws_secret_access_key(self) -> str:
+        return self._emulator.aws_secret_access_key
+
+    @property
+    def aws_session_token(self) -> str | None:
+        return self._emulator.aws_session_token
+
+    @property
+    def region(self) -> str:
+        return self._emulator.region
+
+    @property
+    def bucket(self) -> str:
+        return self._emulator.bucket
 
     def requests(self) -> list[RequestInfo]:
         return self._call(self._emulator.requests)
