@@ -149,6 +149,9 @@ class PutAttempt:
     raw_target: str = ""
     error_code: str | None = None
     damaged: bool = False
+    #: The names of the headers the PUT carried, lowercase and sorted: a test can check that
+    #: a client sends nothing a signature might cover (``content-md5`` for SigV2 URLs).
+    header_names: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +163,7 @@ class PutAttempt:
             "raw_target": self.raw_target,
             "error_code": self.error_code,
             "damaged": self.damaged,
+            "header_names": list(self.header_names),
         }
 
 

@@ -308,6 +308,7 @@ class S3Handlers:
                 raw_target=request.raw_path,
                 error_code=response.s3_code if isinstance(response, S3ErrorResponse) else None,
                 damaged=damaged,
+                header_names=tuple(sorted({name.lower() for name in request.headers})),
             )
         )
         core.count("put", outcome)
