@@ -155,6 +155,11 @@ class LoadConfig:
     #: with the shard's MD5; turn off only for a store whose ETags are opaque 32-hex
     #: strings without saying so (some S3-compatible stores).
     verify_etag: bool = True
+    #: Send each shard's MD5 as a ``Content-MD5`` header, so the store itself refuses a
+    #: damaged body (S3: 400 BadDigest): proof of the bytes where the ETag is not an MD5
+    #: (SSE-KMS). Off by default: SigV2 and GCS V2 URLs sign Content-MD5, and a header the
+    #: URL did not expect breaks their signature. For SigV4 URLs (X-Amz-Algorithm) it is safe.
+    content_md5: bool = False
     #: Send again, under a new request, the records of every shard whose request failed
     #: processing on the server (as ``status``/``wait`` recorded in the work dir).
     resend_failed: bool = False

@@ -45,6 +45,8 @@ class Deliverer:
     #: Compare an ETag that looks like an MD5 with the shard's MD5 (off only for stores
     #: whose ETags are opaque 32-hex strings without saying so).
     verify_etag: bool = True
+    #: Send each shard's MD5 as Content-MD5, so that the store checks the body itself.
+    content_md5: bool = False
     #: Whether any import call has succeeded: before that, an API that cannot be reached or
     #: keeps failing is a fatal error of the run (exit 1), after it a failure of one shard
     #: (exit 4), the others going on.
@@ -91,8 +93,12 @@ class Deliverer:
                     shard.pieces,
                     on_bytes=count,
                     bandwidth=self.bandwidth,
+                    content_md5=shard.md5 if self.content_md5 else None,
                 )
                 verified, note = self._check_etag(shard, stored)
+                if self.content_md5 and not verified:
+                    # The store took the body only because it matched Content-MD5.
+                    verified, note = True, f"checked by the store against Content-MD5 ({note})"
             except PutFailure as failure:
                 self.stats.bytes_uploaded -= sent
                 if failure.kind is PutOutcome.EXPIRED and renewals < MAX_RENEWALS:

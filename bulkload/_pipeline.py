@@ -435,6 +435,7 @@ class _Run:
             bandwidth=bandwidth,
             keep_files=self.cfg.keep_shards,
             verify_etag=self.cfg.verify_etag,
+            content_md5=self.cfg.content_md5,
         )
 
     async def _watchdog(self, workers: list[asyncio.Task[None]]) -> None:

@@ -10,6 +10,7 @@ done (with the ETag), expired URL (ask for a new one), worth retrying, or final.
 
 from __future__ import annotations
 
+import base64
 import enum
 import errno
 import os
@@ -224,6 +225,7 @@ async def put_shard(
     *,
     on_bytes: Callable[[int], None] | None = None,
     bandwidth: RateLimiter | None = None,
+    content_md5: str | None = None,
 ) -> Stored:
     """PUT one shard to its pre-signed URL. Raises ``PutFailure``.
 
@@ -231,12 +233,17 @@ async def put_shard(
     string (``%2F`` in ``X-Amz-Credential`` becomes ``/``, ``%7E`` becomes ``~``), and a
     store that checks the signature over what it received would refuse it. The headers
     are the documented ones, ``Content-Type`` (signed on some URLs) and ``Content-Length``;
-    nothing else a signature might cover (no ``Content-MD5``: SigV2 and GCS V2 URLs sign it).
+    nothing else a signature might cover (no ``Content-MD5``: SigV2 and GCS V2 URLs sign it),
+    unless ``content_md5`` (the body's hex MD5) is given: then the store itself checks the
+    body against it (S3 answers ``400 BadDigest`` and stores nothing on a mismatch), which
+    proves the bytes where the ETag cannot (SSE-KMS). Only for URLs that do not sign it.
 
     On cancellation: the connection is closed mid-body; S3 stores nothing for a short body.
     """
     payload = ShardPayload(pieces, on_bytes=on_bytes, bandwidth=bandwidth)
     headers = {"Content-Type": CONTENT_TYPE, "Content-Length": str(payload.size)}
+    if content_md5 is not None:
+        headers["Content-MD5"] = base64.b64encode(bytes.fromhex(content_md5)).decode("ascii")
     where = redact_url(url)
     try:
         async with session.put(URL(url, encoded=True), data=payload, headers=headers) as resp:
@@ -263,6 +270,9 @@ async def put_shard(
     text = f"PUT {where}: HTTP {status} {code}: {message}".rstrip(": ")
     if status == 403 and code == "AccessDenied" and "expired" in message.lower():
         raise PutFailure(text, PutOutcome.EXPIRED)
+    if status == 400 and code == "BadDigest":
+        # The body that arrived is not the one sent: damaged on the way. Send it again.
+        raise PutFailure(text, PutOutcome.RETRY)
     if status in (429, 503) and (status == 429 or code == "SlowDown"):
         raise PutFailure(text, PutOutcome.THROTTLED, retry_after)
     if retryable:

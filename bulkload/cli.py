@@ -241,6 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
         "whose ETags are opaque; SSE-KMS/SSE-C buckets are recognised without it)",
     )
     load.add_argument(
+        "--content-md5",
+        action="store_true",
+        help="send each shard's MD5 as Content-MD5 so the store itself refuses a damaged "
+        "body (proves the bytes on SSE-KMS buckets); only for SigV4 URLs, which do not sign it",
+    )
+    load.add_argument(
         "--partition",
         type=_partition,
         metavar="I/N",

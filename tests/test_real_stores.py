@@ -155,3 +155,24 @@ def test_puts_send_the_issued_url_byte_for_byte_and_only_the_documented_headers(
         assert "content-md5" not in put.header_names, "SigV2 and GCS V2 URLs sign it"
         assert "transfer-encoding" not in put.header_names
         assert not [h for h in put.header_names if h.startswith("x-amz-")]
+
+
+def test_content_md5_makes_an_sse_kms_store_prove_the_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Opt-in: with --content-md5 the store checks each body itself, so a damaged one is
+    refused (nothing stored) and sent again, even where the ETag proves nothing."""
+    with EmulatorThread(api_key=API_KEY, etag_mode="sse-kms") as emu:
+        emu.set_faults(put_damage_first_n=1)
+        code, _ = load(emu, tmp_path, "--content-md5")
+        result = summary(capsys)
+        assert code == 0 and result["etag_unverified"] == 0
+        assert_exactly_once(emu, lines())
+        refused = [p for p in emu.put_log() if p.error_code == "BadDigest"]
+        assert len(refused) == 1 and refused[0].damaged
+        assert all("content-md5" in p.header_names for p in emu.put_log())
+    shards = read_manifest(tmp_path / "w")["shards"]
+    assert all(s["etag_verified"] is True for s in shards)
+    assert all(
+        s["etag_note"].startswith("checked by the store against Content-MD5") for s in shards
+    )
