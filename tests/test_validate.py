@@ -22,13 +22,13 @@ import zstandard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bulkload._jsonscan import scan as _scan
 from bulkload._sources import Chunk, iter_chunks, resolve_inputs
 from bulkload._validate import (
     ChunkResult,
     Reject,
     ValidateOptions,
     _careful,
-    _scan,
     reject_json,
     validate_chunk,
 )
@@ -78,12 +78,27 @@ CATALOGUE: list[tuple[bytes, str | None]] = [
     (b'{"id":"a"} trailing', "unexpected text after the JSON object, at column 12"),
     (b'{"id":"a"}{"id":"b"}', "a second JSON value after the object, at column 11"),
     (b'{"id":"a"} {"id":"b"}', "a second JSON value after the object, at column 12"),
-    (b'{"id":"\\ud800"}', "id contains an unpaired surrogate escape"),
+    (b'{"id":"\\ud800"}', "unpaired surrogate escape \\ud800 in a string"),
     (DEEP, None),
-    (b'{"id":"a","big":123456789012345678901234567890,"f":1.10,"e":1E+400,"z":-0.0}', None),
+    (b'{"id":"a","big":123456789012345678901234567890,"f":1.10,"e":1E-400,"z":-0.0}', None),
+    (b'{"id":"a","e":1E+400}', "the number 1E+400 does not fit a 64-bit float"),
+    (b'{"id":"a","e":[-1e400]}', "the number -1e400 does not fit a 64-bit float"),
+    (
+        b'{"id":"a","n":1' + b"0" * 309 + b"}",
+        "the number 10000000000000000000...0000000000 does not fit",
+    ),
+    (b'{"id":"a","n":1' + b"0" * 308 + b"}", None),  # 1e308 fits
+    (b'{"id":"a","s":"\\udc00 alone"}', "unpaired surrogate escape \\udc00"),
+    (b'{"id":"a","\\ud800":1}', "unpaired surrogate escape \\ud800"),
+    (b'{"id":"a","s":"\\ud800\\u0041"}', "unpaired surrogate escape \\ud800"),
+    (b'{"id":"a","s":"\\\\ud800"}', None),  # an escaped backslash, then text
+    (b'{"id":"a","x":' + b"[" * 1023 + b"]" * 1023 + b"}", None),  # depth 1,024
+    (
+        b'{"id":"a","x":' + b"[" * 1024 + b"]" * 1024 + b"}",
+        "nesting deeper than 1,024 levels of arrays and objects, at column 1038",
+    ),
     (b'  \t{"id":"spaces"} \t ', None),
     ('{"id":"sep\u2028\u2029\u0085","s":"é😀"}'.encode(), None),
-    (b'{"id":"a","lone":"\\udc00 is legal JSON"}', None),
     (b'{"id":"\\ud83d\\ude00"}', None),  # an escaped surrogate pair is fine
     (b'{"id":"a","id":"b"}', None),
     (b'{"x":{"id":1},"id":"top"}', None),
@@ -170,7 +185,7 @@ def edit(line: bytes, **options: Any) -> bytes | str:
     return result.data[:-1]
 
 
-REST = b'"f":1.10,"big":123456789012345678901234567890,"e":1e400'
+REST = b'"f":1.10,"big":123456789012345678901234567890,"e":1e-400'
 
 
 def test_coerce_id() -> None:
