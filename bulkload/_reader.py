@@ -9,6 +9,7 @@ an (async) iterable, in the event loop, with the CPU work in threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -21,7 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 
 import orjson
 
@@ -31,7 +32,7 @@ from ._errors import SourceError, TooManyRejectsError, WorkerError
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
 from ._shard import ShardInfo, ShardWriter
-from ._sources import Chunk, Source, check_plain_file, iter_chunks, line_too_long
+from ._sources import Chunk, Source, Stop, check_plain_file, iter_chunks, line_too_long
 from ._validate import ChunkResult, ValidateOptions, reject_json, validate_chunk
 from ._work import (
     FileChangedError,
@@ -45,7 +46,11 @@ from ._work import (
 )
 
 log = logging.getLogger("bulkload")
+T = TypeVar("T")
 
+#: Seconds the reading thread gets to notice a stop (it checks between blocks, and every
+#: 0.5 s while it waits for the upload queue) before the run ends without it.
+READER_GRACE = 1.5
 #: Where records from ``load_records`` say they came from, in rejects and the manifest.
 RECORDS_SOURCE = "<records>"
 #: Serialized records handed to validation at once by ``read_records``.
@@ -62,8 +67,75 @@ _FILES_PER_TASK = 1000
 _MIN_LINE_LIMIT = 64 << 20
 
 
-class Stop(Exception):
-    """Raised where reading notices that the run was asked to stop."""
+class DaemonCall(Generic[T]):
+    """``fn()`` in a daemon thread whose outcome the loop awaits but never has to join.
+
+    Reading and resolving inputs block in ways nothing can interrupt (a FIFO whose writer
+    is quiet, a hung network file system or store). In the default executor such a thread
+    would keep ``asyncio.run`` from returning after a stop; a daemon thread is left behind
+    instead, and ends with the process.
+    """
+
+    def __init__(self, fn: Callable[[], T], name: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        #: The outcome; awaiting it may be cancelled without affecting the thread.
+        self.result: asyncio.Future[T] = self._loop.create_future()
+        #: Set once the thread has returned, whatever happened to ``result``.
+        self.ended: asyncio.Future[None] = self._loop.create_future()
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            value = fn()
+        except BaseException as exc:  # handed to the loop, which re-raises it
+            self._post(None, exc)
+        else:
+            self._post(value, None)
+
+    def _post(self, value: T | None, exc: BaseException | None) -> None:
+        # RuntimeError: the loop is closed, and nobody waits for this any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._settle, value, exc)
+
+    def _settle(self, value: T | None, exc: BaseException | None) -> None:
+        if not self.result.done():
+            if exc is None:
+                self.result.set_result(value)  # type: ignore[arg-type]  # T when exc is None
+            else:
+                self.result.set_exception(exc)
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    async def until(self, event: asyncio.Event) -> T | None:
+        """The result, or None as soon as ``event`` is set first (the thread is left)."""
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait([self.result, waiter], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self.result.done():
+            return self.result.result()
+        self.result.add_done_callback(_retrieve)
+        return None
+
+    async def let_go(self, timeout: float) -> None:
+        """Give the thread ``timeout`` seconds to return (after a stop); one stuck in a read
+        (a pipe whose writer is quiet, a hung file system) is left behind, so that the run
+        still ends and flushes its manifest."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ended), timeout)
+        except TimeoutError:
+            log.warning(
+                "reading did not stop within %g s (a read is blocked, e.g. a pipe whose "
+                "writer is quiet); ending the run without it",
+                timeout,
+            )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an abandoned outcome as seen, so that asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Reader:
@@ -87,6 +159,10 @@ class Reader:
         self.duplicates: tuple[int, int] | None = None
         self._rejects: IO[bytes] | None = None
         self._dups: DuplicateFinder | None = None
+        #: The loop closes the reader at the end of a run even when the reading thread is
+        #: stuck in a read (and was left behind): files are touched under this lock only.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def open(self) -> None:
         # Rejects are regenerated on every run: a run re-reads its inputs from the start,
@@ -96,12 +172,14 @@ class Reader:
             self._dups = DuplicateFinder(self.work_dir / STATE_DIR / "duplicates")
 
     def close(self) -> None:
-        if self._dups is not None:
-            self._dups.discard()
-            self._dups = None
-        if self._rejects is not None:
-            self._rejects.close()
-            self._rejects = None
+        with self._lock:
+            self._closed = True
+            if self._dups is not None:
+                self._dups.discard()
+                self._dups = None
+            if self._rejects is not None:
+                self._rejects.close()
+                self._rejects = None
 
     def _writer(self, *, hash_inline: bool = True) -> ShardWriter:
         return ShardWriter(
@@ -218,7 +296,9 @@ class Reader:
         limit = max(2 * self.cfg.shard_max_bytes, _MIN_LINE_LIMIT)
         if pool is None:
             for source in sources:
-                for chunk in iter_chunks(source, self.cfg.block_size, max_line_bytes=limit):
+                for chunk in iter_chunks(
+                    source, self.cfg.block_size, max_line_bytes=limit, stop=self.stop
+                ):
                     if self.stop.is_set():
                         raise Stop
                     result = validate_chunk(chunk.data, chunk.first_line, self.vopts)
@@ -272,7 +352,7 @@ class Reader:
             if small:
                 send(small)
                 small, small_bytes = [], 0
-            for chunk in iter_chunks(source, block, max_line_bytes=limit):
+            for chunk in iter_chunks(source, block, max_line_bytes=limit, stop=self.stop):
                 if self.stop.is_set():
                     raise Stop
                 sent = pool.submit(validate_block, chunk.data, chunk.first_line, self.vopts)
@@ -293,31 +373,35 @@ class Reader:
         origin: tuple[Path, int] | None = None,
     ) -> list[ShardInfo]:
         """Count a validated block, write its rejects, feed its records to the shards."""
-        s = self.stats
-        s.bytes_read += nbytes
-        s.lines += result.lines
-        s.records += len(result.ends)
-        s.blank += result.blank
-        if result.rejects:
-            assert self._rejects is not None
-            s.rejected += len(result.rejects)
-            self._rejects.write(b"".join(reject_json(source, r) for r in result.rejects))
-            self._rejects.flush()
-            if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
-                first = result.rejects[0]
-                raise TooManyRejectsError(
-                    f"more than {self.cfg.max_rejects} lines rejected (e.g. {source} line "
-                    f"{first.line}: {first.error}); see {self.rejects_path}. Fix the input or "
-                    "raise --max-rejects."
-                )
-        if self._dups is not None and result.ids is not None:
-            self._dups.add(source, result.ids, result.line_nos)
+        with self._lock:
+            if self._closed:
+                raise Stop  # the run ended without this thread, which was stuck in a read
+            s = self.stats
+            s.bytes_read += nbytes
+            s.lines += result.lines
+            s.records += len(result.ends)
+            s.blank += result.blank
+            if result.rejects:
+                assert self._rejects is not None
+                s.rejected += len(result.rejects)
+                self._rejects.write(b"".join(reject_json(source, r) for r in result.rejects))
+                self._rejects.flush()
+                if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
+                    first = result.rejects[0]
+                    raise TooManyRejectsError(
+                        f"more than {self.cfg.max_rejects} lines rejected (e.g. {source} line "
+                        f"{first.line}: {first.error}); see {self.rejects_path}. Fix the input "
+                        "or raise --max-rejects (max_rejects)."
+                    )
+            if self._dups is not None and result.ids is not None:
+                self._dups.add(source, result.ids, result.line_nos)
         return writer.feed(source, result, origin)
 
     def _finish_duplicates(self) -> None:
-        if self._dups is not None:
-            self.duplicates = self._dups.finish(self.work_dir / DUPLICATES)
-            self._dups = None
+        with self._lock:
+            if self._dups is not None:
+                self.duplicates = self._dups.finish(self.work_dir / DUPLICATES)
+                self._dups = None
 
     # -- records from an iterable (in the event loop) ----------------------------------------
 

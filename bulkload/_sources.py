@@ -1,42 +1,47 @@
 """Inputs → blocks of whole lines with their origin.
 
-``resolve_inputs`` turns the command line's INPUTs (files, directories, glob patterns, ``-``)
-into an ordered list of :class:`Source`, failing early, before anything is uploaded, on
-inputs that cannot be read. ``iter_chunks`` streams one source as large blocks of whole
-lines (:class:`Chunk`), decompressing by suffix. Both translate OS and codec errors into
-:class:`SourceError` once, here, with a message that says what to do.
+``iter_chunks`` streams one source as large blocks of whole lines (:class:`Chunk`),
+decompressing by suffix; ``resolve_inputs`` (``_inputs``) makes the sources. OS and codec
+errors become :class:`SourceError` once, here, with a message that says what to do.
+
+Opening never hangs past a stop: a FIFO is opened without blocking and waited on while
+``stop`` is watched (a plain ``open`` blocks until a writer appears); a socket is connected
+to and read. Reads themselves may block (a FIFO whose writer is quiet): the loader does not
+wait for a stuck reader after a stop (``_pipeline``).
 """
 
 from __future__ import annotations
 
 import bz2
-import glob
+import errno
 import gzip
+import io
 import lzma
 import os
 import re
+import select
+import socket
 import stat
 import sys
+import threading
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
+
+__all__ = ["Chunk", "Source", "Stop", "iter_chunks", "resolve_inputs"]
 
 import zstandard
 
 from ._config import KiB, MiB
 from ._errors import SourceError
-from ._remote import is_url, open_remote, remote_sources
+from ._inputs import Stop, resolve_inputs
+from ._remote import open_remote
 from ._validate import Reject
 
-#: What a directory INPUT contributes: JSON lines files, optionally compressed. ``.json``
-#: is included because Spark and many exporters write JSON lines under that name.
-_JSONL_NAME = re.compile(r"\.(?:jsonl|ndjson|json)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE)
 #: Tabular inputs, by the suffix before any compression suffix: each row becomes one line.
 _FORMAT_BY_SUFFIX = {".parquet": "parquet", ".csv": "csv"}
-#: Directories contribute JSONL files only (the contract); these are named in a hint.
-_TABULAR_NAME = re.compile(r"\.(?:parquet|csv(?:\.(?:gz|bz2|xz|zst))?)$", re.IGNORECASE)
 _COMPRESSION_BY_SUFFIX = {".gz": "gz", ".bz2": "bz2", ".xz": "xz", ".zst": "zst"}
 _CODEC_NAME = {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "zst": "zstd"}
 _BOM = b"\xef\xbb\xbf"
@@ -103,139 +108,6 @@ def format_of(name: str) -> str:
     return _FORMAT_BY_SUFFIX.get(os.path.splitext(base)[1].lower(), "jsonl")
 
 
-def resolve_inputs(
-    specs: Sequence[str], *, storage_options: Mapping[str, Any] | None = None
-) -> list[Source]:
-    """Expand INPUTs into sources, in the order given; directories and globs sorted.
-
-    ``scheme://`` INPUTs (``s3://``, ``gs://``, ``https://`` …) are read through fsspec,
-    with ``storage_options`` for its file system. Raises SourceError for a missing path,
-    an unreadable file, a directory without JSONL files, a pattern matching nothing, ``-``
-    given twice, or one file named twice (it would be uploaded twice).
-    """
-    if not specs:
-        raise SourceError("no INPUT given; name files, directories, glob patterns or -")
-    sources: list[Source] = []
-    seen: dict[tuple[int, int], str] = {}  # (device, inode) -> display, to catch repeats
-    urls: set[str] = set()
-    stdin_seen = False
-    for spec in specs:
-        if spec == "-":
-            if stdin_seen:
-                raise SourceError("standard input (-) can be given only once", path="-")
-            stdin_seen = True
-            sources.append(Source("-", None, None, None, None))
-            continue
-        if is_url(spec):
-            for source in remote_sources(spec, storage_options):
-                if source.url in urls:
-                    raise SourceError(
-                        f"{source.display} is named twice; it would be uploaded twice. "
-                        "Name each object once.",
-                        path=source.display,
-                    )
-                urls.add(source.url or "")
-                sources.append(source)
-            continue
-        for display in _expand(spec):
-            source, key = _stat_source(display)
-            if key in seen:
-                first = seen[key]
-                same = "is named twice" if first == display else f"and {first} are the same file"
-                raise SourceError(
-                    f"{display} {same}; it would be uploaded twice. Name each file once.",
-                    path=display,
-                )
-            seen[key] = display
-            sources.append(source)
-    return sources
-
-
-def _expand(spec: str) -> list[str]:
-    """The file paths one INPUT stands for, as they will be displayed."""
-    if os.path.isdir(spec):
-        files = _jsonl_files(spec)
-        if not files:
-            tabular = _jsonl_files(spec, _TABULAR_NAME)
-            hint = (
-                f"; it holds {len(tabular)} Parquet/CSV file(s): name them with a glob "
-                f"such as '{os.path.join(spec, '**', '*' + os.path.splitext(tabular[0])[1])}'"
-                if tabular
-                else ""
-            )
-            raise SourceError(
-                f"{spec}: no JSONL files in this directory (looked recursively for *.jsonl, "
-                "*.ndjson and *.json, optionally .gz/.bz2/.xz/.zst; hidden files are "
-                f"skipped){hint or '; name the files or a glob pattern instead'}",
-                path=spec,
-            )
-        return files
-    if os.path.exists(spec):
-        return [spec]
-    if not glob.has_magic(spec):
-        raise SourceError(f"{spec}: no such file or directory", path=spec)
-    found: dict[str, None] = {}  # ordered set: `data/**` reaches a file both ways
-    for match in sorted(glob.glob(spec, recursive=True)):
-        for path in _jsonl_files(match) if os.path.isdir(match) else [match]:
-            found.setdefault(path)
-    if not found:
-        raise SourceError(
-            f"{spec}: the pattern matches no files (quote it so the shell does not expand it; "
-            "use ** for subdirectories)",
-            path=spec,
-        )
-    return list(found)
-
-
-def _jsonl_files(directory: str, names: re.Pattern[str] = _JSONL_NAME) -> list[str]:
-    """JSONL files (or others, by ``names``) under ``directory``, recursively, sorted by
-    path; hidden ones skipped."""
-
-    def fail(exc: OSError) -> None:
-        raise SourceError(
-            f"cannot read directory {exc.filename}: {exc.strerror}; check its permissions",
-            path=str(exc.filename),
-        ) from exc
-
-    found: list[tuple[tuple[str, ...], str]] = []
-    for root, dirs, files in os.walk(directory, onerror=fail):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = os.path.relpath(root, directory)
-        parts = () if rel == os.curdir else tuple(rel.split(os.sep))
-        for name in files:
-            if not name.startswith(".") and names.search(name):
-                # Sort by path components, so that "a/b/x" and "a-c/y" order by directory.
-                found.append(((*parts, name), os.path.join(directory, *parts, name)))
-    found.sort()
-    return [path for _, path in found]
-
-
-def _stat_source(display: str) -> tuple[Source, tuple[int, int]]:
-    try:
-        st = os.stat(display)
-    except FileNotFoundError as exc:  # a dangling symlink, or removed since the listing
-        raise SourceError(f"{display}: no such file", path=display) from exc
-    except OSError as exc:
-        raise SourceError(f"{display}: cannot read it: {exc.strerror}", path=display) from exc
-    if not os.access(display, os.R_OK):
-        raise SourceError(
-            f"{display}: permission denied; check the file's permissions (chmod +r)",
-            path=display,
-        )
-    regular = stat.S_ISREG(st.st_mode)
-    source = Source(
-        display=display,
-        path=Path(display),
-        compression=compression_of(display),
-        # A FIFO such as <(zcat x.gz) has no meaningful size.
-        size=st.st_size if regular else None,
-        mtime_ns=st.st_mtime_ns if regular else None,
-        format=format_of(display),
-    )
-    _check_format(source)
-    return source, (st.st_dev, st.st_ino)
-
-
 def _check_format(source: Source) -> None:
     if source.format == "parquet" and source.compression is not None:
         raise SourceError(
@@ -243,6 +115,50 @@ def _check_format(source: Source) -> None:
             "only uncompressed (decompress it and drop the suffix)",
             path=source.display,
         )
+
+
+#: How often a FIFO without a writer yet is looked at again, and ``stop`` checked.
+_FIFO_POLL_MS = 100
+
+
+def _open_local(source: Source, stop: threading.Event | None) -> io.BufferedReader:
+    """Open a local input without ever blocking in ``open``: a FIFO is opened with
+    O_NONBLOCK (a plain open waits for a writer, and no signal handler can end that wait),
+    waited on while ``stop`` is watched, then made blocking; a socket is connected to."""
+    assert source.path is not None
+    where = source.display
+    try:
+        fd = os.open(source.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a Unix socket: connect and read what it sends
+            return _connect(source)
+        raise SourceError(f"{where}: cannot open it: {exc.strerror}", path=where) from exc
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)  # POLLHUP too: a writer came and went
+            # Before a writer has ever opened it, a read would return EOF at once: wait.
+            while not poller.poll(_FIFO_POLL_MS):
+                if stop is not None and stop.is_set():
+                    raise Stop
+        os.set_blocking(fd, True)
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _connect(source: Source) -> io.BufferedReader:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(source.path))
+        # The file keeps the connection open; the socket object itself is not needed.
+        return sock.makefile("rb")
+    except OSError as exc:
+        where = source.display
+        raise SourceError(f"{where}: cannot read the socket: {exc.strerror}", path=where) from exc
+    finally:
+        sock.close()
 
 
 class _Readable(Protocol):
@@ -409,7 +325,11 @@ def _fill(stream: _Readable, view: memoryview) -> int:
 
 
 def iter_chunks(
-    source: Source, block_size: int = 8 * MiB, *, max_line_bytes: int | None = None
+    source: Source,
+    block_size: int = 8 * MiB,
+    *,
+    max_line_bytes: int | None = None,
+    stop: threading.Event | None = None,
 ) -> Iterator[Chunk]:
     """Stream ``source`` as blocks of about ``block_size`` bytes of whole lines.
 
@@ -422,6 +342,7 @@ def iter_chunks(
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     limit = max_line_bytes
+    raw: io.BufferedReader
     if source.url is not None:
         raw = open_remote(source)
     elif source.path is None:
@@ -430,12 +351,7 @@ def iter_chunks(
         yield from _chunks(source, stdin, cast(_Readable, stdin), block_size, limit)
         return
     else:
-        try:
-            raw = open(source.path, "rb")  # noqa: SIM115 -- closed in the finally below
-        except OSError as exc:
-            raise SourceError(
-                f"{source.display}: cannot open it: {exc.strerror}", path=source.display
-            ) from exc
+        raw = _open_local(source, stop)
     try:
         if source.format == "parquet":
             from ._tabular import parquet_chunks

@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import json
 import lzma
+import math
 import pickle
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -379,12 +380,34 @@ def scan_ok(text: bytes) -> bool:
 
 
 def stdlib_ok(text: bytes) -> bool:
+    """The stdlib's verdict, with SafetyKit's limits added: numbers fit a double, strings
+    are valid Unicode (the stdlib keeps unpaired surrogates)."""
+
     def refuse(name: str) -> None:
         raise ValueError(name)
 
+    def number(token: str) -> float:
+        if math.isinf(float(token)):
+            raise ValueError(token)
+        return 0.0
+
+    def unicode(value: Any) -> None:
+        if isinstance(value, str):
+            value.encode("utf-8")  # UnicodeEncodeError is a ValueError
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                unicode(key)
+                unicode(item)
+        elif isinstance(value, list):
+            for item in value:
+                unicode(item)
+
     try:
-        json.loads(text.decode("utf-8"), parse_constant=refuse)
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        doc = json.loads(
+            text.decode("utf-8"), parse_constant=refuse, parse_float=number, parse_int=number
+        )
+        unicode(doc)
+    except ValueError:  # includes UnicodeError and JSONDecodeError
         return False
     return True
 
