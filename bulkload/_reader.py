@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
 import logging
 import multiprocessing
 import os
+import shutil
 import threading
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -28,12 +30,12 @@ import orjson
 
 from ._config import LoadConfig
 from ._duplicates import DuplicateFinder
-from ._errors import SourceError, TooManyRejectsError, WorkerError
+from ._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
 from ._shard import ShardInfo, ShardWriter
 from ._sources import Chunk, Source, Stop, check_plain_file, iter_chunks, line_too_long
-from ._validate import ChunkResult, ValidateOptions, reject_json, validate_chunk
+from ._validate import ChunkResult, ValidateOptions, validate_chunk
 from ._work import (
     FileChangedError,
     LineTooLongError,
@@ -167,7 +169,9 @@ class Reader:
     def open(self) -> None:
         # Rejects are regenerated on every run: a run re-reads its inputs from the start,
         # so the file is complete and has each bad line once.
-        self._rejects = open(self.rejects_path, "wb")  # noqa: SIM115 - closed in close()
+        # Unbuffered: rejects are written in ~1 MiB pieces anyway, and a full disk then
+        # fails in write (one clear error), never again in close.
+        self._rejects = open(self.rejects_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
         if self.cfg.check_duplicates:
             self._dups = DuplicateFinder(self.work_dir / STATE_DIR / "duplicates")
 
@@ -384,8 +388,7 @@ class Reader:
             if result.rejects:
                 assert self._rejects is not None
                 s.rejected += len(result.rejects)
-                self._rejects.write(b"".join(reject_json(source, r) for r in result.rejects))
-                self._rejects.flush()
+                self._write_rejects(result.rejects.jsonl(source))
                 if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
                     first = result.rejects[0]
                     raise TooManyRejectsError(
@@ -396,6 +399,22 @@ class Reader:
             if self._dups is not None and result.ids is not None:
                 self._dups.add(source, result.ids, result.line_nos)
         return writer.feed(source, result, origin)
+
+    def _write_rejects(self, pieces: Iterable[bytes]) -> None:
+        assert self._rejects is not None
+        try:
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:  # an unbuffered write may take part of it
+                    view = view[self._rejects.write(view) or 0 :]
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskSpaceError(
+                f"the disk is full: cannot write rejected lines to {self.rejects_path} "
+                f"({_free(self.work_dir)} free). Free some space, or use a work dir on a "
+                "bigger disk (--work-dir, work_dir), then rerun the same command to resume"
+            ) from None
 
     def _finish_duplicates(self) -> None:
         with self._lock:
@@ -470,6 +489,14 @@ class _LineCount:
 
     def __init__(self) -> None:
         self.seen = 0
+
+
+def _free(directory: Path) -> str:
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return "unknown space"
+    return f"{free / 2**20:,.1f} MiB"
 
 
 def _start_pool(workers: int) -> ProcessPoolExecutor | None:
@@ -551,8 +578,7 @@ def _shift_lines(result: ChunkResult, by: int) -> ChunkResult:
             result.line_nos = range(nos.start + by, nos.stop + by)
         else:
             result.line_nos = [n + by for n in nos]
-        for reject in result.rejects:
-            reject.line += by
+        result.rejects.shift(by)
     return result
 
 
@@ -561,7 +587,7 @@ def _with_source_rejects(chunk: Chunk, result: ChunkResult) -> ChunkResult:
     each held its place as a blank line, which the validator counted as blank."""
     if chunk.rejects:
         result.blank -= len(chunk.rejects)
-        result.rejects = sorted([*result.rejects, *chunk.rejects], key=lambda r: r.line)
+        result.rejects = result.rejects.merged(chunk.rejects)
     return result
 
 

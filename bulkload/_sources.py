@@ -37,8 +37,8 @@ import zstandard
 from ._config import KiB, MiB
 from ._errors import SourceError
 from ._inputs import Stop, resolve_inputs
+from ._rejects import Rejects
 from ._remote import open_remote
-from ._validate import Reject
 
 #: Tabular inputs, by the suffix before any compression suffix: each row becomes one line.
 _FORMAT_BY_SUFFIX = {".parquet": "parquet", ".csv": "csv"}
@@ -92,9 +92,10 @@ class Chunk:
     data: bytes
     first_line: int
     offset: int
-    #: Lines judged while reading (a CSV row with the wrong number of fields): each one's
-    #: place in ``data`` is a blank line, so later lines keep their numbers.
-    rejects: tuple[Reject, ...] = ()
+    #: Lines judged while reading (a CSV row with the wrong number of fields, a line too
+    #: long for a shard): each one's place in ``data`` is a blank line, so later lines keep
+    #: their numbers.
+    rejects: Rejects | None = None
 
 
 def compression_of(name: str) -> str | None:

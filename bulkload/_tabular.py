@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import orjson
 
 from ._errors import SourceError
-from ._validate import Reject
+from ._rejects import Rejects
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -100,7 +100,7 @@ def parquet_chunks(source: Source, raw: BinaryIO, block_size: int) -> Iterator[C
     try:
         for batch in pf.iter_batches(batch_size=rows):
             data, rejects = _batch_lines(batch, row)
-            yield Chunk(data, row, offset, tuple(rejects))
+            yield Chunk(data, row, offset, rejects)
             row += batch.num_rows
             offset += len(data)
     except (pa.ArrowException, OSError) as exc:
@@ -122,7 +122,7 @@ def _check_names(where: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def _batch_lines(batch: pa.RecordBatch, first_row: int) -> tuple[bytes, list[Reject]]:
+def _batch_lines(batch: pa.RecordBatch, first_row: int) -> tuple[bytes, Rejects | None]:
     names = batch.schema.names
     columns = [jsonable(col) for col in batch.columns]
     try:
@@ -136,21 +136,21 @@ def _batch_lines(batch: pa.RecordBatch, first_row: int) -> tuple[bytes, list[Rej
         return _rows_one_by_one(names, columns, first_row)
     dumps, option = orjson.dumps, _JSON_OPTIONS
     if not values:  # no columns at all: every row is an empty object
-        return b"{}\n" * batch.num_rows, []
+        return b"{}\n" * batch.num_rows, None
     return b"".join(
         [
             dumps(dict(zip(names, row, strict=True)), option=option)
             for row in zip(*values, strict=True)
         ]
-    ), []
+    ), None
 
 
 def _rows_one_by_one(
     names: list[str], columns: list[pa.Array], first_row: int
-) -> tuple[bytes, list[Reject]]:
+) -> tuple[bytes, Rejects | None]:
     """The slow path for a batch in which a map repeats a key: reject just those rows."""
     lines: list[bytes] = []
-    rejects: list[Reject] = []
+    rejects = Rejects()
     for i in range(len(columns[0])):
         row = {name: col.slice(i, 1) for name, col in zip(names, columns, strict=True)}
         try:
@@ -161,7 +161,7 @@ def _rows_one_by_one(
             raw = orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
             found = re.search(r"duplicate key was (.+?)\)", str(exc.args[0] if exc.args else ""))
             key = f" {found.group(1)}" if found else ""
-            rejects.append(Reject(first_row + i, f"a map repeats the key{key}", raw))
+            rejects.add(first_row + i, f"a map repeats the key{key}", raw)
             lines.append(_PLACEHOLDER)
     return b"".join(lines), rejects
 
@@ -350,7 +350,7 @@ def csv_chunks(
     offset = 0
     pieces: list[bytes] = []
     size = 0
-    rejects: list[Reject] = []
+    rejects = Rejects()
     while True:
         error = None
         try:
@@ -371,17 +371,19 @@ def csv_chunks(
                 error = "invalid UTF-8"
         if error is not None:
             body = raw.encode("utf-8", "surrogateescape").rstrip(b"\r\n")
-            rejects.append(Reject(row, error, body))
+            rejects.add(row, error, body)
         pieces.append(line)
         size += len(line)
         row += 1
-        if size >= block_size:
+        # Rejected rows count at their raw size: a file of bad rows must not pile up a
+        # block's worth of placeholders (one byte each) before it is handed on.
+        if size + rejects.nbytes >= block_size:
             data = b"".join(pieces)
-            yield Chunk(data, first, offset, tuple(rejects))
+            yield Chunk(data, first, offset, rejects or None)
             offset += len(data)
-            pieces, size, rejects, first = [], 0, [], row
+            pieces, size, rejects, first = [], 0, Rejects(), row
     if pieces:
-        yield Chunk(b"".join(pieces), first, offset, tuple(rejects))
+        yield Chunk(b"".join(pieces), first, offset, rejects or None)
 
 
 def table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:

@@ -28,7 +28,6 @@ floats like ``1.10`` and integers beyond 64 bits elsewhere in the record are unc
 
 from __future__ import annotations
 
-import base64
 import codecs
 import functools
 import io
@@ -41,7 +40,6 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-import orjson
 
 from ._config import KiB, MiB
 from ._jsonscan import (
@@ -57,6 +55,7 @@ from ._jsonscan import (
     scan,
     skip,
 )
+from ._rejects import Rejects
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,18 +68,11 @@ class ValidateOptions:
 
 
 @dataclass(slots=True)
-class Reject:
-    line: int
-    error: str
-    raw: bytes  # the original line exactly, without its trailing b"\n"
-
-
-@dataclass(slots=True)
 class ChunkResult:
     data: bytes  # the records' upload bytes, each ending in b"\n"
     ends: list[int]  # exclusive end offset of each record in data
     line_nos: Sequence[int]  # a range when every line is a record
-    rejects: list[Reject]
+    rejects: Rejects
     blank: int
     lines: int
     ids: list[str] | None
@@ -172,7 +164,7 @@ def _fast(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult | 
         if max(sizes) > opts.max_record_bytes:
             return None
     lines = range(first_line, first_line + len(ends))
-    return ChunkResult(body, ends, lines, [], 0, len(ends), ids)
+    return ChunkResult(body, ends, lines, Rejects(), 0, len(ends), ids)
 
 
 def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bool) -> ChunkResult:
@@ -181,7 +173,7 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
     parts: list[bytes] = []
     ends: list[int] = []
     line_nos: list[int] = []
-    rejects: list[Reject] = []
+    rejects = Rejects()
     ids: list[str] | None = [] if opts.collect_ids else None
     blank = size = index = 0
     for index, line in enumerate(io.BytesIO(data)):
@@ -208,7 +200,7 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
             blank += 1
             continue
         if isinstance(verdict, str):
-            rejects.append(Reject(no, verdict, raw))
+            rejects.add(no, verdict, raw)
             continue
         record, record_id = verdict
         out = line if record is raw and line.endswith(b"\n") else record + b"\n"
@@ -217,7 +209,7 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
                 f"line is {len(out):,} bytes, more than the shard size "
                 f"{opts.max_record_bytes:,}; raise --shard-size"
             )
-            rejects.append(Reject(no, error, raw))
+            rejects.add(no, error, raw)
             continue
         parts.append(out)
         size += len(out)
@@ -383,18 +375,6 @@ def _key_text(key: bytes) -> str:
 def _column(body: bytes, pos: int) -> int:
     """1-based column in characters, as an editor shows it."""
     return len(body[:pos].decode("utf-8", "replace")) + 1
-
-
-def reject_json(source: str, reject: Reject) -> bytes:
-    """One line of rejects.jsonl, ending in ``\\n``; a line that is not UTF-8 is kept
-    exactly as ``raw_base64`` (``raw`` is then null)."""
-    record: dict[str, Any] = {"source": source, "line": reject.line, "error": reject.error}
-    try:
-        record["raw"] = reject.raw.decode("utf-8")
-    except UnicodeDecodeError:
-        record["raw"] = None
-        record["raw_base64"] = base64.b64encode(reject.raw).decode("ascii")
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
 _ID_KEY = re.compile(rb'"id"[ \t\n\r]*+:[ \t\n\r]*+')
