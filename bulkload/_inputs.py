@@ -1,4 +1,4 @@
-"""INPUTs → sources: files, directories and glob patterns, resolved so that nothing hangs.
+"""INPUTs → sources, opened, read in threads: so that nothing hangs and a stop always works.
 
 ``resolve_inputs`` turns the command line's INPUTs (files, directories, glob patterns, ``-``,
 URLs) into an ordered list of :class:`~bulkload._sources.Source`, failing early, before
@@ -16,22 +16,30 @@ on the command line, it is read as a stream. A second path to the same file with
 directory or pattern (a symlinked file) is skipped with a warning; the same file named
 twice on the command line is an error, since it would be uploaded twice.
 
-Resolution checks ``stop`` between directories, and the loader runs it in a thread it does
-not wait for after a stop, so a hung file system or store cannot keep Ctrl-C from working.
+Resolution checks ``stop`` between directories, and the loader runs it (and reading) in a
+:class:`DaemonCall`, a thread it does not wait for after a stop, so a hung file system or
+store cannot keep Ctrl-C from working. :func:`open_local` opens a FIFO without blocking;
+:func:`check_unchanged` notices a file that changed while it was read.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import errno
 import fnmatch
 import glob
+import io
 import logging
 import os
 import re
+import select
+import socket
 import stat
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import SourceError
 
@@ -39,6 +47,7 @@ if TYPE_CHECKING:
     from ._sources import Source
 
 log = logging.getLogger("bulkload")
+T = TypeVar("T")
 
 #: What a directory INPUT contributes: JSON lines files, optionally compressed. ``.json``
 #: is included because Spark and many exporters write JSON lines under that name.
@@ -334,3 +343,154 @@ def _stat_source(display: str) -> tuple[Source, tuple[int, int]]:
     )
     _check_format(source)
     return source, (st.st_dev, st.st_ino)
+
+
+#: Seconds the reading thread gets to notice a stop (it checks between blocks, and every
+#: 0.5 s while it waits for the upload queue) before the run ends without it.
+READER_GRACE = 1.5
+
+
+class DaemonCall(Generic[T]):
+    """``fn()`` in a daemon thread whose outcome the loop awaits but never has to join.
+
+    Reading and resolving inputs block in ways nothing can interrupt (a FIFO whose writer
+    is quiet, a hung network file system or store). In the default executor such a thread
+    would keep ``asyncio.run`` from returning after a stop; a daemon thread is left behind
+    instead, and ends with the process.
+    """
+
+    def __init__(self, fn: Callable[[], T], name: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        #: The outcome; awaiting it may be cancelled without affecting the thread.
+        self.result: asyncio.Future[T] = self._loop.create_future()
+        #: Set once the thread has returned, whatever happened to ``result``.
+        self.ended: asyncio.Future[None] = self._loop.create_future()
+        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
+
+    def _run(self, fn: Callable[[], T]) -> None:
+        try:
+            value = fn()
+        except BaseException as exc:  # handed to the loop, which re-raises it
+            self._post(None, exc)
+        else:
+            self._post(value, None)
+
+    def _post(self, value: T | None, exc: BaseException | None) -> None:
+        # RuntimeError: the loop is closed, and nobody waits for this any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._settle, value, exc)
+
+    def _settle(self, value: T | None, exc: BaseException | None) -> None:
+        if not self.result.done():
+            if exc is None:
+                self.result.set_result(value)  # type: ignore[arg-type]  # T when exc is None
+            else:
+                self.result.set_exception(exc)
+        if not self.ended.done():
+            self.ended.set_result(None)
+
+    async def until(self, event: asyncio.Event) -> T | None:
+        """The result, or None as soon as ``event`` is set first (the thread is left)."""
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait([self.result, waiter], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if self.result.done():
+            return self.result.result()
+        self.result.add_done_callback(_retrieve)
+        return None
+
+    async def let_go(self, timeout: float) -> None:
+        """Give the thread ``timeout`` seconds to return (after a stop); one stuck in a read
+        (a pipe whose writer is quiet, a hung file system) is left behind, so that the run
+        still ends and flushes its manifest."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ended), timeout)
+        except TimeoutError:
+            log.warning(
+                "reading did not stop within %g s (a read is blocked, e.g. a pipe whose "
+                "writer is quiet); ending the run without it",
+                timeout,
+            )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an abandoned outcome as seen, so that asyncio does not log it as lost."""
+    if not future.cancelled():
+        future.exception()
+
+
+#: How often a FIFO without a writer yet is looked at again, and ``stop`` checked.
+_FIFO_POLL_MS = 100
+
+
+def open_local(source: Source, stop: threading.Event | None) -> io.BufferedReader:
+    """Open a local input without ever blocking in ``open``: a FIFO is opened with
+    O_NONBLOCK (a plain open waits for a writer, and no signal handler can end that wait),
+    waited on while ``stop`` is watched, then made blocking; a socket is connected to."""
+    assert source.path is not None
+    where = source.display
+    try:
+        fd = os.open(source.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a Unix socket: connect and read what it sends
+            return _connect(source)
+        raise SourceError(f"{where}: cannot open it: {exc.strerror}", path=where) from exc
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)  # POLLHUP too: a writer came and went
+            # Before a writer has ever opened it, a read would return EOF at once: wait.
+            while not poller.poll(_FIFO_POLL_MS):
+                if stop is not None and stop.is_set():
+                    raise Stop
+        os.set_blocking(fd, True)
+        return open(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _connect(source: Source) -> io.BufferedReader:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(source.path))
+        # The file keeps the connection open; the socket object itself is not needed.
+        return sock.makefile("rb")
+    except OSError as exc:
+        where = source.display
+        raise SourceError(f"{where}: cannot read the socket: {exc.strerror}", path=where) from exc
+    finally:
+        sock.close()
+
+
+def check_unchanged(source: Source, now: os.stat_result | None = None) -> None:
+    """After a local regular file was read to its end (``now``: its fstat, else it is
+    stat'ed by name): SourceError if it is not the file the run planned for. A file cut
+    short while it was read just ends early, and its missing lines would go unnoticed."""
+    if source.path is None or source.size is None:
+        return  # stdin, a pipe, a remote object
+    where = source.display
+    again = "rerun with --restart (restart=True) to load it as it is now"
+    try:
+        named = os.stat(source.path)
+    except FileNotFoundError:
+        named = None
+    if now is None and named is None:
+        raise SourceError(f"{where} was removed during the load; restore it and rerun", path=where)
+    st = now or named
+    assert st is not None
+    if st.st_size < source.size:
+        problem = f"shrank from {source.size:,} to {st.st_size:,} bytes during the load"
+    elif st.st_size > source.size:
+        problem = f"grew from {source.size:,} to {st.st_size:,} bytes during the load"
+    elif st.st_mtime_ns != source.mtime_ns:
+        problem = "was modified during the load (same size, new modification time)"
+    elif named is None:
+        problem, again = "was removed during the load", "restore it and rerun"
+    elif (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):
+        problem = "was replaced by another file during the load"
+    else:
+        return
+    raise SourceError(f"{where} {problem}; {again}", path=where)

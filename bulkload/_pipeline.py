@@ -36,6 +36,7 @@ from ._config import DEFAULT_BASE_URL, LoadConfig
 from ._deliver import Deliverer, remove_shard_file
 from ._errors import BulkloadError, ConfigError, StateError, UsageError
 from ._http import Secret, is_loopback_host, make_session
+from ._inputs import READER_GRACE, DaemonCall
 from ._manifest import (
     MANIFEST,
     REJECTS,
@@ -47,7 +48,7 @@ from ._manifest import (
 )
 from ._partition import partition_inputs, partition_record
 from ._progress import Progress, Stats
-from ._reader import READER_GRACE, DaemonCall, Reader
+from ._reader import Reader
 from ._retry import RetryPolicy
 from ._shard import ShardInfo
 from ._sources import Source, Stop, resolve_inputs

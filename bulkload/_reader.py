@@ -9,7 +9,6 @@ an (async) iterable, in the event loop, with the CPU work in threads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import errno
 import functools
@@ -24,7 +23,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, TypeVar
 
 import orjson
 
@@ -33,8 +32,19 @@ from ._duplicates import DuplicateFinder
 from ._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
+from ._rejects import ASIDE, TOO_LONG, Rejects, aside_members, too_long
 from ._shard import ShardInfo, ShardWriter
-from ._sources import Chunk, Source, Stop, check_plain_file, iter_chunks, line_too_long
+from ._sources import (
+    Chunk,
+    LongLines,
+    Source,
+    Stop,
+    check_plain_file,
+    check_unchanged,
+    copy_aside,
+    iter_chunks,
+    line_too_long,
+)
 from ._validate import ChunkResult, ValidateOptions, validate_chunk
 from ._work import (
     FileChangedError,
@@ -50,9 +60,8 @@ from ._work import (
 log = logging.getLogger("bulkload")
 T = TypeVar("T")
 
-#: Seconds the reading thread gets to notice a stop (it checks between blocks, and every
-#: 0.5 s while it waits for the upload queue) before the run ends without it.
-READER_GRACE = 1.5
+#: Under the work dir: lines longer than a shard, one file each (regenerated every run).
+LONG_LINES = "long-lines"
 #: Where records from ``load_records`` say they came from, in rejects and the manifest.
 RECORDS_SOURCE = "<records>"
 #: Serialized records handed to validation at once by ``read_records``.
@@ -69,77 +78,6 @@ _FILES_PER_TASK = 1000
 _MIN_LINE_LIMIT = 64 << 20
 
 
-class DaemonCall(Generic[T]):
-    """``fn()`` in a daemon thread whose outcome the loop awaits but never has to join.
-
-    Reading and resolving inputs block in ways nothing can interrupt (a FIFO whose writer
-    is quiet, a hung network file system or store). In the default executor such a thread
-    would keep ``asyncio.run`` from returning after a stop; a daemon thread is left behind
-    instead, and ends with the process.
-    """
-
-    def __init__(self, fn: Callable[[], T], name: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        #: The outcome; awaiting it may be cancelled without affecting the thread.
-        self.result: asyncio.Future[T] = self._loop.create_future()
-        #: Set once the thread has returned, whatever happened to ``result``.
-        self.ended: asyncio.Future[None] = self._loop.create_future()
-        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
-
-    def _run(self, fn: Callable[[], T]) -> None:
-        try:
-            value = fn()
-        except BaseException as exc:  # handed to the loop, which re-raises it
-            self._post(None, exc)
-        else:
-            self._post(value, None)
-
-    def _post(self, value: T | None, exc: BaseException | None) -> None:
-        # RuntimeError: the loop is closed, and nobody waits for this any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._settle, value, exc)
-
-    def _settle(self, value: T | None, exc: BaseException | None) -> None:
-        if not self.result.done():
-            if exc is None:
-                self.result.set_result(value)  # type: ignore[arg-type]  # T when exc is None
-            else:
-                self.result.set_exception(exc)
-        if not self.ended.done():
-            self.ended.set_result(None)
-
-    async def until(self, event: asyncio.Event) -> T | None:
-        """The result, or None as soon as ``event`` is set first (the thread is left)."""
-        waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
-        try:
-            await asyncio.wait([self.result, waiter], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        if self.result.done():
-            return self.result.result()
-        self.result.add_done_callback(_retrieve)
-        return None
-
-    async def let_go(self, timeout: float) -> None:
-        """Give the thread ``timeout`` seconds to return (after a stop); one stuck in a read
-        (a pipe whose writer is quiet, a hung file system) is left behind, so that the run
-        still ends and flushes its manifest."""
-        try:
-            await asyncio.wait_for(asyncio.shield(self.ended), timeout)
-        except TimeoutError:
-            log.warning(
-                "reading did not stop within %g s (a read is blocked, e.g. a pipe whose "
-                "writer is quiet); ending the run without it",
-                timeout,
-            )
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark an abandoned outcome as seen, so that asyncio does not log it as lost."""
-    if not future.cancelled():
-        future.exception()
-
-
 class Reader:
     """Reads one run's inputs; owns ``rejects.jsonl`` and the duplicate check."""
 
@@ -149,6 +87,8 @@ class Reader:
         self.work_dir = work_dir
         self.stop = stop
         self.rejects_path = work_dir / REJECTS
+        #: Lines longer than a shard are saved here, one file each (see rejects.jsonl).
+        self.long_lines = LongLines(work_dir / LONG_LINES, cfg.shard_max_bytes)
         self.vopts = ValidateOptions(
             id_field=cfg.id_field,
             coerce_id=cfg.coerce_id,
@@ -168,7 +108,8 @@ class Reader:
 
     def open(self) -> None:
         # Rejects are regenerated on every run: a run re-reads its inputs from the start,
-        # so the file is complete and has each bad line once.
+        # so the file is complete and has each bad line once. So are the long lines' files.
+        shutil.rmtree(self.long_lines.directory, ignore_errors=True)
         # Unbuffered: rejects are written in ~1 MiB pieces anyway, and a full disk then
         # fails in write (one clear error), never again in close.
         self._rejects = open(self.rejects_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
@@ -224,9 +165,9 @@ class Reader:
                     md5 = future.result()
                 except FileChangedError as exc:
                     raise SourceError(
-                        f"{exc.path}: the file changed while it was read (shard {shard.index} "
-                        f"needs bytes up to {exc.planned:,}, it ends at {exc.now:,}); rerun "
-                        "once nothing writes to it",
+                        f"{exc.path} changed during the load (shard {shard.index} needs bytes "
+                        f"up to {exc.planned:,}, it ends at {exc.now:,}); rerun with --restart "
+                        "(restart=True) to load it as it is now",
                         path=exc.path,
                     ) from None
                 hand_over(dataclasses.replace(shard, md5=md5))
@@ -301,14 +242,19 @@ class Reader:
         if pool is None:
             for source in sources:
                 for chunk in iter_chunks(
-                    source, self.cfg.block_size, max_line_bytes=limit, stop=self.stop
+                    source,
+                    self.cfg.block_size,
+                    max_line_bytes=limit,
+                    stop=self.stop,
+                    long_lines=self.long_lines,
                 ):
                     if self.stop.is_set():
                         raise Stop
                     result = validate_chunk(chunk.data, chunk.first_line, self.vopts)
                     clean = result.data is chunk.data
                     result = _with_source_rejects(chunk, result)
-                    yield _Validated(source, chunk.offset, len(chunk.data), clean, result)
+                    nbytes = len(chunk.data) + chunk.skipped
+                    yield _Validated(source, chunk.offset, nbytes, clean, result)
             return
         # Work spreads over the worker processes, results come back in input order, at most
         # 2 tasks per worker in flight (bounded memory), across file boundaries so that
@@ -325,7 +271,7 @@ class Reader:
         def send(entries: list[tuple[Source, int, int, _LineCount]]) -> None:
             ranges = [(str(s.path), a, b, s.size or 0) for s, a, b, _ in entries]
             future = pool.submit(validate_ranges, ranges, self.vopts, limit)
-            window.append(functools.partial(_settle_ranges, entries, future))
+            window.append(functools.partial(self._settle_ranges, entries, future))
 
         for source in sources:
             if self.stop.is_set():
@@ -356,7 +302,9 @@ class Reader:
             if small:
                 send(small)
                 small, small_bytes = [], 0
-            for chunk in iter_chunks(source, block, max_line_bytes=limit, stop=self.stop):
+            for chunk in iter_chunks(
+                source, block, max_line_bytes=limit, stop=self.stop, long_lines=self.long_lines
+            ):
                 if self.stop.is_set():
                     raise Stop
                 sent = pool.submit(validate_block, chunk.data, chunk.first_line, self.vopts)
@@ -367,6 +315,31 @@ class Reader:
             send(small)
         while window:
             yield from window.popleft()()
+
+    def _settle_ranges(
+        self,
+        entries: list[tuple[Source, int, int, _LineCount]],
+        future: Future[list[RangeResult | BaseException]],
+    ) -> list[_Validated]:
+        """A task's byte ranges, with line numbers made absolute; a worker's error becomes
+        a SourceError that names the file and line. A range's last line that was too long
+        for a shard is copied to its file from here (the worker did not read it)."""
+        settled = []
+        for (source, a, _, lines), r in zip(entries, future.result(), strict=True):
+            if isinstance(r, BaseException):
+                raise _source_error(source, a, lines, r)
+            result = r.result
+            if r.long_line is not None:
+                line = result.lines + 1
+                aside = copy_aside(source, *r.long_line, line, self.long_lines)
+                result.rejects = result.rejects.merged(aside)
+                result.lines += 1
+            result = _shift_lines(result, lines.seen)
+            lines.seen += result.lines
+            settled.append(_Validated(source, r.start, r.end - r.start, r.clean, result))
+            if r.end >= (source.size or 0):
+                check_unchanged(source)  # its last range: was it the file planned for?
+        return settled
 
     def take(
         self,
@@ -388,6 +361,8 @@ class Reader:
             if result.rejects:
                 assert self._rejects is not None
                 s.rejected += len(result.rejects)
+                if result.rejects.has(TOO_LONG):
+                    result.rejects = self._set_aside(source, result.rejects)
                 self._write_rejects(result.rejects.jsonl(source))
                 if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
                     first = result.rejects[0]
@@ -399,6 +374,22 @@ class Reader:
             if self._dups is not None and result.ids is not None:
                 self._dups.add(source, result.ids, result.line_nos)
         return writer.feed(source, result, origin)
+
+    def _set_aside(self, source: str, rejects: Rejects) -> Rejects:
+        """Lines longer than a shard that validation held (they fit a block): saved to a
+        file each, as the reading side does with longer ones, so that every such line is
+        reported the same way."""
+        out = Rejects()
+        for r in rejects:
+            if r.kind != TOO_LONG:
+                out.add(r.line, r.error, r.raw, r.kind)
+                continue
+            path = self.long_lines.path_for(source, r.line)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(r.raw)
+            error = too_long(len(r.raw) + 1, self.cfg.shard_max_bytes, str(path))
+            out.add(r.line, error, aside_members(str(path), len(r.raw), r.raw), ASIDE)
+        return out
 
     def _write_rejects(self, pieces: Iterable[bytes]) -> None:
         assert self._rejects is not None
@@ -529,29 +520,14 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)
 
 
-def _settle_ranges(
-    entries: list[tuple[Source, int, int, _LineCount]],
-    future: Future[list[RangeResult | BaseException]],
-) -> list[_Validated]:
-    """A task's byte ranges, with line numbers made absolute; a worker's error becomes a
-    SourceError that names the file and line."""
-    settled = []
-    for (source, a, _, lines), r in zip(entries, future.result(), strict=True):
-        if isinstance(r, BaseException):
-            raise _source_error(source, a, lines, r)
-        result = _shift_lines(r.result, lines.seen)
-        lines.seen += result.lines
-        settled.append(_Validated(source, r.start, r.end - r.start, r.clean, result))
-    return settled
-
-
 def _source_error(source: Source, a: int, lines: _LineCount, exc: BaseException) -> BaseException:
     if isinstance(exc, LineTooLongError):
         return line_too_long(source, lines.seen + exc.line, exc.limit)
     if isinstance(exc, FileChangedError):
+        verb = "shrank" if exc.now < exc.planned else "grew"
         return SourceError(
-            f"{source.display}: the file changed while it was read ({exc.planned:,} bytes "
-            f"when the run started, {exc.now:,} now); rerun once nothing writes to it",
+            f"{source.display} {verb} from {exc.planned:,} to {exc.now:,} bytes during the "
+            "load; rerun with --restart (restart=True) to load it as it is now",
             path=source.display,
         )
     if isinstance(exc, OSError):
@@ -568,7 +544,8 @@ def _settle_block(source: Source, chunk: Chunk, future: Future[ChunkResult]) -> 
     if chunk.data and not result.data and result.ends:
         result.data = chunk.data  # the records are the block itself: not sent back
     result = _with_source_rejects(chunk, result)
-    return [_Validated(source, chunk.offset, len(chunk.data), False, result)]
+    nbytes = len(chunk.data) + chunk.skipped
+    return [_Validated(source, chunk.offset, nbytes, False, result)]
 
 
 def _shift_lines(result: ChunkResult, by: int) -> ChunkResult:

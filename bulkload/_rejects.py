@@ -30,6 +30,8 @@ import orjson
 RAW = 0
 #: The entry's bytes are JSON members (``"raw":null,"raw_file":…``) to write as they are.
 ASIDE = 1
+#: The raw line, longer than a shard: the reader saves it to a file and writes it ASIDE.
+TOO_LONG = 2
 #: Distinct error texts remembered while a block's rejects are built; beyond this the
 #: cache starts over (a text may then be stored twice, never lost).
 _CACHE = 4096
@@ -81,6 +83,9 @@ class Rejects:
 
     def __len__(self) -> int:
         return len(self.lines)
+
+    def has(self, kind: int) -> bool:
+        return kind in self._kinds
 
     @property
     def nbytes(self) -> int:
@@ -177,6 +182,24 @@ class Rejects:
         data.release()
         if out:
             yield bytes(out)
+
+
+#: How much of a line set aside is shown in its reject, as text.
+HEAD_TEXT = 1024
+
+
+def aside_members(path: str, length: int, head: bytes) -> bytes:
+    """The members of a reject whose line was saved to ``path`` instead (kind ASIDE)."""
+    text = head[:HEAD_TEXT].decode("utf-8", "replace")
+    doc = {"raw": None, "raw_file": path, "raw_bytes": length, "raw_head": text}
+    return orjson.dumps(doc)[1:-1]
+
+
+def too_long(length: int, limit: int, path: str) -> str:
+    return (
+        f"line is {length:,} bytes, more than the shard size {limit:,}, so it can never be "
+        f"uploaded; it was saved to {path} (raise --shard-size, shard_max_bytes, to load it)"
+    )
 
 
 def _raw_members(raw: memoryview) -> bytes:

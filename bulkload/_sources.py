@@ -15,13 +15,11 @@ from __future__ import annotations
 import bz2
 import errno
 import gzip
+import hashlib
 import io
 import lzma
 import os
 import re
-import select
-import socket
-import stat
 import sys
 import threading
 import zlib
@@ -30,14 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
-__all__ = ["Chunk", "Source", "Stop", "iter_chunks", "resolve_inputs"]
+__all__ = ["Chunk", "Source", "Stop", "check_unchanged", "iter_chunks", "resolve_inputs"]
 
 import zstandard
 
 from ._config import KiB, MiB
-from ._errors import SourceError
-from ._inputs import Stop, resolve_inputs
-from ._rejects import Rejects
+from ._errors import DiskSpaceError, SourceError
+from ._inputs import Stop, check_unchanged, open_local, resolve_inputs
+from ._rejects import ASIDE, HEAD_TEXT, Rejects, aside_members, too_long
 from ._remote import open_remote
 
 #: Tabular inputs, by the suffix before any compression suffix: each row becomes one line.
@@ -96,6 +94,23 @@ class Chunk:
     #: long for a shard): each one's place in ``data`` is a blank line, so later lines keep
     #: their numbers.
     rejects: Rejects | None = None
+    #: Bytes of the stream this chunk stands for beyond ``data`` (a line set aside).
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LongLines:
+    """Where lines longer than a shard go: streamed to a file each, never held in memory
+    (such a line can never be uploaded; the file keeps it, so nothing is lost)."""
+
+    directory: Path
+    #: A line longer than this, with its newline, is set aside.
+    max_bytes: int
+
+    def path_for(self, display: str, line: int) -> Path:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", display)[-80:]
+        tag = hashlib.md5(display.encode(), usedforsecurity=False).hexdigest()[:8]
+        return self.directory / f"{name}.{tag}.line-{line}"
 
 
 def compression_of(name: str) -> str | None:
@@ -118,48 +133,8 @@ def _check_format(source: Source) -> None:
         )
 
 
-#: How often a FIFO without a writer yet is looked at again, and ``stop`` checked.
-_FIFO_POLL_MS = 100
-
-
-def _open_local(source: Source, stop: threading.Event | None) -> io.BufferedReader:
-    """Open a local input without ever blocking in ``open``: a FIFO is opened with
-    O_NONBLOCK (a plain open waits for a writer, and no signal handler can end that wait),
-    waited on while ``stop`` is watched, then made blocking; a socket is connected to."""
-    assert source.path is not None
-    where = source.display
-    try:
-        fd = os.open(source.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # a Unix socket: connect and read what it sends
-            return _connect(source)
-        raise SourceError(f"{where}: cannot open it: {exc.strerror}", path=where) from exc
-    try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)  # POLLHUP too: a writer came and went
-            # Before a writer has ever opened it, a read would return EOF at once: wait.
-            while not poller.poll(_FIFO_POLL_MS):
-                if stop is not None and stop.is_set():
-                    raise Stop
-        os.set_blocking(fd, True)
-        return open(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-
-
-def _connect(source: Source) -> io.BufferedReader:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(str(source.path))
-        # The file keeps the connection open; the socket object itself is not needed.
-        return sock.makefile("rb")
-    except OSError as exc:
-        where = source.display
-        raise SourceError(f"{where}: cannot read the socket: {exc.strerror}", path=where) from exc
-    finally:
-        sock.close()
+#: A line set aside is copied in pieces of this size.
+_COPY = 1 * MiB
 
 
 class _Readable(Protocol):
@@ -331,12 +306,15 @@ def iter_chunks(
     *,
     max_line_bytes: int | None = None,
     stop: threading.Event | None = None,
+    long_lines: LongLines | None = None,
 ) -> Iterator[Chunk]:
     """Stream ``source`` as blocks of about ``block_size`` bytes of whole lines.
 
     A line longer than a block is accumulated whole, up to ``max_line_bytes`` if given:
     past that, SourceError, rather than holding a whole file without newlines (a single
-    JSON document, or old Mac CR line ends) in memory. A UTF-8 BOM at the very start is
+    JSON document, or old Mac CR line ends) in memory. With ``long_lines``, a line longer
+    than its ``max_bytes`` is streamed to a file instead and stands in its chunk as a blank
+    line with a reject (``Chunk.rejects``). A UTF-8 BOM at the very start is
     dropped. Raises SourceError for binary or mislabelled files, corrupt or truncated
     compressed data and I/O errors, naming the file and what to do.
     """
@@ -349,10 +327,10 @@ def iter_chunks(
     elif source.path is None:
         # typeshed calls it BinaryIO, which omits readinto; it is a BufferedReader.
         stdin = sys.stdin.buffer
-        yield from _chunks(source, stdin, cast(_Readable, stdin), block_size, limit)
+        yield from _chunks(source, stdin, cast(_Readable, stdin), block_size, limit, long_lines)
         return
     else:
-        raw = _open_local(source, stop)
+        raw = open_local(source, stop)
     try:
         if source.format == "parquet":
             from ._tabular import parquet_chunks
@@ -372,8 +350,10 @@ def iter_chunks(
                 except OSError as exc:
                     raise _read_error(source, raw, exc, 0, 1) from exc
             yield from _csv(source, raw, block_size, limit)
+            check_unchanged(source, os.fstat(raw.fileno()) if source.url is None else None)
             return
-        yield from _chunks(source, raw, _open(source, raw), block_size, limit)
+        yield from _chunks(source, raw, _open(source, raw), block_size, limit, long_lines)
+        check_unchanged(source, os.fstat(raw.fileno()) if source.url is None else None)
     finally:
         raw.close()
 
@@ -399,7 +379,12 @@ def _count_newlines(data: bytes) -> int:
 
 
 def _chunks(
-    source: Source, raw: BinaryIO, stream: _Readable, block_size: int, max_line: int | None
+    source: Source,
+    raw: BinaryIO,
+    stream: _Readable,
+    block_size: int,
+    max_line: int | None,
+    aside: LongLines | None = None,
 ) -> Iterator[Chunk]:
     # One reusable read buffer: a fresh 8 MiB bytes object per read costs page faults (see
     # PERF-NOTES); the carried tail of a cut line is moved to its front.
@@ -436,10 +421,23 @@ def _chunks(
         if eof:
             return
         if cut <= start:
-            # No newline in a full buffer: one line longer than a block. Grow and keep it.
+            # No newline in a full buffer: one line longer than a block.
+            if aside is not None and fill - start > aside.max_bytes:
+                chunk, rest = _set_aside(source, raw, stream, buf, start, fill, line, offset,
+                                         aside, max_line)  # fmt: skip
+                yield chunk
+                line += 1
+                offset += len(chunk.data) + chunk.skipped
+                start, fill = 0, len(rest)
+                buf[:fill] = rest
+                continue
             if max_line is not None and fill - start > max_line:
                 raise line_too_long(source, line, max_line)
-            buf.extend(bytearray(len(buf)))
+            # Grow and keep it, but never past what a shard can take (then it goes aside).
+            grown = (
+                2 * len(buf) if aside is None else min(2 * len(buf), start + aside.max_bytes + 1)
+            )
+            buf.extend(bytearray(grown - len(buf)))
             continue
         start = 0
         tail = fill - cut
@@ -450,6 +448,95 @@ def _chunks(
         else:
             buf[:tail] = buf[cut:fill]
         fill = tail
+
+
+def _set_aside(
+    source: Source,
+    raw: BinaryIO,
+    stream: _Readable,
+    buf: bytearray,
+    start: int,
+    fill: int,
+    line: int,
+    offset: int,
+    aside: LongLines,
+    max_line: int | None,
+) -> tuple[Chunk, bytes]:
+    """Stream the line at ``buf[start:fill]`` and the rest of it from ``stream`` to its own
+    file, through ``buf``; its placeholder chunk, and the bytes read past its end."""
+    path = aside.path_for(source.display, line)
+    head = bytes(buf[start : start + HEAD_TEXT])
+    length = 0
+    newline = 0
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            piece = memoryview(buf)[start:fill]
+            while True:
+                nl = buf.find(b"\n", start, start + len(piece))
+                if nl >= 0:
+                    out.write(piece[: nl - start])
+                    length += nl - start
+                    rest, newline = bytes(piece[nl - start + 1 :]), 1
+                    break
+                out.write(piece)
+                length += len(piece)
+                piece.release()
+                if max_line is not None and length > max_line:
+                    raise line_too_long(source, line, max_line)
+                try:
+                    n = _fill(stream, memoryview(buf))
+                except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
+                    raise _read_error(source, raw, exc, offset + length, line) from exc
+                if not n:
+                    rest = b""
+                    break
+                start, piece = 0, memoryview(buf)[:n]
+            piece.release()
+    except SourceError:
+        path.unlink(missing_ok=True)
+        raise
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskSpaceError(
+                f"the disk is full: cannot save line {line:,} of {source.display} "
+                f"({length:,} bytes so far) to {path}. Free some space, then rerun the same "
+                "command to resume"
+            ) from None
+        raise
+    rejects = Rejects()
+    error = too_long(length + newline, aside.max_bytes, str(path))
+    rejects.add(line, error, aside_members(str(path), length, head), ASIDE)
+    return Chunk(b"\n", line, offset, rejects, skipped=length + newline - 1), rest
+
+
+def copy_aside(source: Source, start: int, end: int, line: int, aside: LongLines) -> Rejects:
+    """Copy the line at bytes ``start..end`` of a plain file (its newline, if any, last) to
+    its own file, a MiB at a time; the reject that says where it went (line ``line``)."""
+    assert source.path is not None
+    path = aside.path_for(source.display, line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = b""
+    with open(source.path, "rb") as f, open(path, "wb") as out:
+        fd = f.fileno()
+        pos = start
+        while pos < end:
+            piece = os.pread(fd, min(_COPY, end - pos), pos)
+            if not piece:
+                raise SourceError(
+                    f"{source.display} shrank during the load (line {line:,} ends at byte "
+                    f"{end:,}, the file at {pos:,}); rerun with --restart (restart=True)",
+                    path=source.display,
+                )
+            head = head or piece[:HEAD_TEXT]
+            pos += len(piece)
+            out.write(piece[:-1] if pos == end and piece.endswith(b"\n") else piece)
+        length = out.tell()
+    rejects = Rejects()
+    error = too_long(end - start, aside.max_bytes, str(path))
+    rejects.add(line, error, aside_members(str(path), length, head), ASIDE)
+    return rejects
 
 
 def _read_error(

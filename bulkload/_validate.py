@@ -55,7 +55,7 @@ from ._jsonscan import (
     scan,
     skip,
 )
-from ._rejects import Rejects
+from ._rejects import TOO_LONG, Rejects
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +209,7 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
                 f"line is {len(out):,} bytes, more than the shard size "
                 f"{opts.max_record_bytes:,}; raise --shard-size"
             )
-            rejects.add(no, error, raw)
+            rejects.add(no, error, raw, TOO_LONG)  # the reader saves it to a file
             continue
         parts.append(out)
         size += len(out)

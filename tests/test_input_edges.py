@@ -3,11 +3,21 @@ they are read, lines far longer than a shard, rows from a database cursor, neste
 
 from __future__ import annotations
 
+import os
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
+from helpers import read_rejects
 
+import bulkload
 from bulkload import cli
+from bulkload._errors import SourceError
+from bulkload._sources import LongLines, check_unchanged, iter_chunks, resolve_inputs
+from bulkload._validate import ValidateOptions
+from bulkload._work import RangeResult, validate_range
 
 
 def run_cli(tmp_path: Path, *args: str) -> int:
@@ -31,3 +41,126 @@ def test_disk_full_while_writing_rejects(
     assert "Traceback" not in err
     assert "the disk is full: cannot write rejected lines to" in err
     assert "rerun the same command to resume" in err
+
+
+# -- lines longer than a shard ---------------------------------------------------------------
+
+LONG = b'{"id":"big","p":"' + b"x" * (3 << 20) + b'"}'  # 3 MiB: longer than a 1 MiB shard
+FILE = b'{"id":"a"}\n' + LONG + b'\r\n{"id":"b"}\n'
+
+
+def peak_while(fn: Callable[[], object]) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        value = fn()
+        return value, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_line_longer_than_a_shard_is_streamed_to_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(FILE)
+    aside = LongLines(tmp_path / "long", 1 << 20)
+    (source,) = resolve_inputs([str(path)])
+    chunks, peak = peak_while(lambda: list(iter_chunks(source, 64 << 10, long_lines=aside)))
+    assert peak < 2 << 20  # never held: the buffer stops growing at the shard size
+    assert isinstance(chunks, list)
+    rejects = [r for c in chunks if c.rejects for r in c.rejects]
+    (reject,) = rejects
+    assert reject.line == 2
+    saved = aside.path_for(str(path), 2)
+    assert saved.read_bytes() == LONG + b"\r"  # the line exactly, without its \n
+    members = orjson.loads(b"{" + reject.raw + b"}")
+    assert members["raw"] is None and members["raw_bytes"] == len(LONG) + 1
+    assert members["raw_file"] == str(saved) and members["raw_head"] == LONG[:1024].decode()
+    assert sum(len(c.data) + c.skipped for c in chunks) == len(FILE)
+
+
+def test_a_line_past_the_stop_limit_stops_without_being_held(tmp_path: Path) -> None:
+    path = tmp_path / "doc.json"
+    path.write_bytes(b"[" + b"1," * (4 << 20) + b"1]")  # 8 MiB, no newline
+    aside = LongLines(tmp_path / "long", 1 << 20)
+    (source,) = resolve_inputs([str(path)])
+
+    def read() -> object:
+        with pytest.raises(SourceError, match=r"line 1 is longer than 4,194,304 bytes"):
+            list(iter_chunks(source, 64 << 10, max_line_bytes=4 << 20, long_lines=aside))
+        return None
+
+    _, peak = peak_while(read)
+    assert peak < 2 << 20
+    assert not list((tmp_path / "long").iterdir())  # the partial copy is removed
+
+
+def test_a_worker_does_not_read_the_long_line(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(FILE)
+    opts = ValidateOptions(max_record_bytes=1 << 20)
+    result, peak = peak_while(
+        lambda: validate_range(str(path), 0, 64 << 10, len(FILE), opts, 64 << 20)
+    )
+    assert isinstance(result, RangeResult)
+    assert peak < 2 << 20
+    assert result.long_line == (11, 11 + len(LONG) + 2)
+    assert result.result.lines == 1  # the line before it; the long one is the caller's
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_long_lines_end_the_same_with_and_without_workers(tmp_path: Path, workers: int) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(FILE * 3)
+    work = tmp_path / f"work-{workers}"
+    result = bulkload.load("ns", [str(path)], work_dir=work, dry_run=True, workers=workers,
+                           shard_max_bytes=1 << 20, block_size=64 << 10)  # fmt: skip
+    assert (result.records, result.rejected, result.lines) == (6, 3, 9)
+    rejects = read_rejects(work)
+    assert [r["line"] for r in rejects] == [2, 5, 8]
+    for r in rejects:
+        assert r["raw"] is None and r["raw_bytes"] == len(LONG) + 1
+        assert r["error"].startswith(f"line is {len(LONG) + 2:,} bytes, more than the shard size")
+        assert Path(r["raw_file"]).read_bytes() == LONG + b"\r"
+        assert Path(r["raw_file"]).parent == work / "long-lines"
+
+
+# -- inputs that change while they are read --------------------------------------------------
+
+
+def test_a_file_cut_short_while_it_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "trunc.jsonl"
+    path.write_bytes(b'{"id":"a"}\n' * 20_000)  # 220,000 bytes
+    (source,) = resolve_inputs([str(path)])
+    chunks = iter_chunks(source, 64 << 10)
+    next(chunks)
+    os.truncate(path, 100_000)
+    with pytest.raises(SourceError) as caught:
+        list(chunks)
+    assert str(caught.value) == (
+        f"{path} shrank from 220,000 to 100,000 bytes during the load; rerun with --restart "
+        "(restart=True) to load it as it is now"
+    )
+
+
+def test_a_file_grown_modified_replaced_or_removed(tmp_path: Path) -> None:
+    path = tmp_path / "a.jsonl"
+    path.write_bytes(b'{"id":"a"}\n')
+    (source,) = resolve_inputs([str(path)])
+    check_unchanged(source)  # the same file: nothing to say
+    path.write_bytes(b'{"id":"a"}\n{"id":"b"}\n')
+    with pytest.raises(SourceError, match=r"grew from 11 to 22 bytes during the load"):
+        check_unchanged(source)
+    path.write_bytes(b'{"id":"z"}\n')
+    os.utime(path, ns=(source.mtime_ns or 0, (source.mtime_ns or 0) + 10**9))
+    with pytest.raises(SourceError, match="was modified during the load"):
+        check_unchanged(source)
+    os.utime(path, ns=(source.mtime_ns or 0, source.mtime_ns or 0))
+    with open(path, "rb") as f:  # as the reader holds it
+        other = tmp_path / "b.jsonl"
+        other.write_bytes(b'{"id":"a"}\n')
+        os.utime(other, ns=(source.mtime_ns or 0, source.mtime_ns or 0))
+        os.replace(other, path)
+        with pytest.raises(SourceError, match="was replaced by another file during the load"):
+            check_unchanged(source, os.fstat(f.fileno()))
+    path.unlink()
+    with pytest.raises(SourceError, match="was removed during the load; restore it"):
+        check_unchanged(source)

@@ -335,8 +335,8 @@ def test_io_error_is_a_source_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             return Failing(real_open(file, "rb", buffering=0))
         return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
 
-    import bulkload._sources as sources
+    import bulkload._inputs as inputs  # where inputs are opened
 
-    monkeypatch.setattr(sources, "open", fake_open, raising=False)
+    monkeypatch.setattr(inputs, "open", fake_open, raising=False)
     with pytest.raises(SourceError, match=r"read error near byte 0 \(line 1\): Input/output error"):
         chunks(path)
