@@ -32,7 +32,7 @@ from ._duplicates import DuplicateFinder
 from ._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
-from ._rejects import ASIDE, TOO_LONG, Rejects, aside_members, too_long
+from ._rejects import ASIDE, TOO_LONG, Reject, Rejects, aside_members, too_long
 from ._shard import ShardInfo, ShardWriter
 from ._sources import (
     Chunk,
@@ -97,6 +97,9 @@ class Reader:
         )
         #: Set once every input was read to its end and every shard handed over.
         self.done = False
+        #: What a person should know about the inputs, one sentence each, for the summary:
+        #: a file all of whose lines were rejected, and what kind of file it looks like.
+        self.notes: list[str] = []
         #: With check_duplicates, after a complete read: (ids repeated, extra occurrences).
         self.duplicates: tuple[int, int] | None = None
         self._rejects: IO[bytes] | None = None
@@ -172,13 +175,19 @@ class Reader:
                     ) from None
                 hand_over(dataclasses.replace(shard, md5=md5))
 
+        tally: _Tally | None = None
         try:
             for item in self._validated(sources, pool, workers):
+                if tally is None or tally.source != item.source.display:
+                    self._note(tally)
+                    tally = _Tally(item.source.display)
+                tally.count(item.result)
                 origin = None
                 if item.clean and self._in_place(item.source):
                     assert item.source.path is not None
                     origin = (item.source.path, item.offset)
                 finished(self.take(item.source.display, item.nbytes, item.result, writer, origin))
+            self._note(tally)
             last = writer.flush()
             finished([last] if last is not None else [], wait=True)
             self._finish_duplicates()
@@ -196,6 +205,22 @@ class Reader:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _note(self, tally: _Tally | None) -> None:
+        """At the end of a source: if every line was rejected, say what it looks like."""
+        if tally is None or tally.records or not tally.rejected or tally.first is None:
+            return
+        what = (
+            "its only line was rejected"
+            if tally.rejected == 1
+            else f"all {tally.rejected:,} lines were rejected"
+        )
+        note = (
+            f"{tally.source}: {what}; it looks like {_looks_like(tally.first)}; bulkload "
+            "needs one JSON object per line"
+        )
+        log.warning("%s", note)
+        self.notes.append(note)
 
     def _workers(self, sources: list[Source]) -> int:
         """How many worker processes: ``cfg.workers``, or if that is None, one per core (at
@@ -473,6 +498,41 @@ class _Validated:
     nbytes: int
     clean: bool
     result: ChunkResult
+
+
+class _Tally:
+    """Counts of one source's lines, to tell a file of the wrong kind when it ends."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.records = self.rejected = 0
+        self.first: Reject | None = None
+
+    def count(self, result: ChunkResult) -> None:
+        self.records += len(result.ends)
+        self.rejected += len(result.rejects)
+        if self.first is None and result.rejects:
+            self.first = result.rejects[0]
+
+
+def _looks_like(first: Reject) -> str:
+    """What kind of file it is, judged by its first rejected line."""
+    raw = first.raw
+    if first.kind == ASIDE:  # too long for a shard: judge by its head
+        raw = str(orjson.loads(b"{" + raw + b"}").get("raw_head", "")).encode()
+    text = raw.lstrip(b" \t\xef\xbb\xbf")
+    if first.error.startswith("invalid UTF-8"):
+        return (
+            "text in another encoding than UTF-8 (Latin-1 or Windows-1252, say; convert it, "
+            "e.g. iconv -f latin1 -t utf-8)"
+        )
+    if b"\r" in raw.rstrip(b"\r"):
+        return "a file with CR line ends (old Mac style; \\n must end each line)"
+    if text.startswith(b"["):
+        return "a JSON array (one value for the whole file, not one object per line)"
+    if text.rstrip() == b"{" or "ends before the object is closed" in first.error:
+        return "pretty-printed JSON (one object spread over many lines)"
+    return f"something other than JSON lines (its first error, line {first.line:,}: {first.error})"
 
 
 class _LineCount:

@@ -4,9 +4,11 @@ they are read, lines far longer than a shard, rows from a database cursor, neste
 from __future__ import annotations
 
 import os
+import threading
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -14,7 +16,10 @@ from helpers import read_rejects
 
 import bulkload
 from bulkload import cli
+from bulkload._config import LoadConfig
 from bulkload._errors import SourceError
+from bulkload._progress import Stats
+from bulkload._reader import Reader
 from bulkload._sources import LongLines, check_unchanged, iter_chunks, resolve_inputs
 from bulkload._validate import ValidateOptions
 from bulkload._work import RangeResult, validate_range
@@ -164,3 +169,47 @@ def test_a_file_grown_modified_replaced_or_removed(tmp_path: Path) -> None:
     path.unlink()
     with pytest.raises(SourceError, match="was removed during the load; restore it"):
         check_unchanged(source)
+
+
+# -- files of the wrong kind -------------------------------------------------------------------
+
+WRONG_KINDS = {
+    "array.jsonl": (b'[{"id":"a"},\n{"id":"b"}]\n', "a JSON array"),
+    "pretty.jsonl": (b'{\n  "id": "a",\n  "x": 1\n}\n{\n  "id": "b"\n}\n', "pretty-printed JSON"),
+    "latin1.jsonl": ('{"id":"é"}\n{"id":"ü"}\n'.encode("latin-1"), "another encoding than UTF-8"),
+    "cr.jsonl": (b'{"id":"a"}\r{"id":"b"}\r{"id":"c"}\r', "CR line ends"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_KINDS))
+def test_a_file_of_the_wrong_kind_is_named_in_a_note(
+    tmp_path: Path, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    data, kind = WRONG_KINDS[name]
+    good = tmp_path / "good.jsonl"
+    good.write_bytes(b'{"id":"g"}\n')
+    path = tmp_path / name
+    path.write_bytes(data)
+    reader = read(tmp_path, [str(good), str(path)])
+    lines = 1 if name.startswith("cr") else len(data.splitlines())
+    assert reader.stats.rejected == lines
+    (note,) = reader.notes
+    count = f"all {lines:,} lines were rejected" if lines > 1 else "its only line was rejected"
+    assert note.startswith(f"{path}: {count}; it looks like "), note
+    assert kind in note and note.endswith("bulkload needs one JSON object per line")
+    assert note in caplog.text  # logged as a warning when the file ends
+
+
+def read(tmp_path: Path, inputs: list[str], **options: Any) -> Reader:
+    """The reading side of a dry run, on its own: every shard handed over is dropped."""
+    work = tmp_path / "work"
+    (work / "shards").mkdir(parents=True, exist_ok=True)
+    reader = Reader(
+        LoadConfig(dry_run=True, **options), Stats(started=0.0), work, threading.Event()
+    )
+    reader.open()
+    try:
+        reader.read_sources(resolve_inputs(inputs), lambda shard: None)
+    finally:
+        reader.close()
+    return reader
