@@ -25,14 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-import orjson
-
 from ._config import LoadConfig
 from ._duplicates import DuplicateFinder
 from ._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
-from ._rejects import ASIDE, TOO_LONG, Reject, Rejects, aside_members, too_long
+from ._rejects import ASIDE, TOO_LONG, Rejects, Tally, aside_members, looks_like, too_long
 from ._shard import ShardInfo, ShardWriter
 from ._sources import (
     Chunk,
@@ -45,14 +43,14 @@ from ._sources import (
     iter_chunks,
     line_too_long,
 )
+from ._tabular import record_line
 from ._validate import ChunkResult, ValidateOptions, validate_chunk
 from ._work import (
     FileChangedError,
     LineTooLongError,
     RangeResult,
-    exit_with_parent,
     md5_pieces,
-    ready,
+    start_pool,
     validate_block,
     validate_ranges,
 )
@@ -70,8 +68,6 @@ _RECORD_BATCH_BYTES = 4 << 20
 #: measured on 2 cores, 256 MiB loads about as fast either way, 1 GiB 15-20 % faster with
 #: them (README, Performance).
 AUTO_WORKERS_BYTES = 256 << 20
-#: How long the first worker may take to answer before the load goes on without workers.
-_POOL_START_TIMEOUT = 60.0
 #: Most small files validated by one worker task (their bytes add up to a block at most).
 _FILES_PER_TASK = 1000
 #: The shortest line that stops a run rather than being held whole (see _validated).
@@ -146,7 +142,7 @@ class Reader:
         disk and handed over once its MD5 is known; meanwhile reading goes on.
         """
         workers = self._workers(sources)
-        pool = _start_pool(workers) if workers > 0 else None
+        pool = start_pool(workers) if workers > 0 else None
         if pool is None:
             workers = 0
         if pool is not None:
@@ -175,13 +171,13 @@ class Reader:
                     ) from None
                 hand_over(dataclasses.replace(shard, md5=md5))
 
-        tally: _Tally | None = None
+        tally: Tally | None = None
         try:
             for item in self._validated(sources, pool, workers):
                 if tally is None or tally.source != item.source.display:
                     self._note(tally)
-                    tally = _Tally(item.source.display)
-                tally.count(item.result)
+                    tally = Tally(item.source.display)
+                tally.count(len(item.result.ends), item.result.rejects)
                 origin = None
                 if item.clean and self._in_place(item.source):
                     assert item.source.path is not None
@@ -206,7 +202,7 @@ class Reader:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
-    def _note(self, tally: _Tally | None) -> None:
+    def _note(self, tally: Tally | None) -> None:
         """At the end of a source: if every line was rejected, say what it looks like."""
         if tally is None or tally.records or not tally.rejected or tally.first is None:
             return
@@ -216,7 +212,7 @@ class Reader:
             else f"all {tally.rejected:,} lines were rejected"
         )
         note = (
-            f"{tally.source}: {what}; it looks like {_looks_like(tally.first)}; bulkload "
+            f"{tally.source}: {what}; it looks like {looks_like(tally.first)}; bulkload "
             "needs one JSON object per line"
         )
         log.warning("%s", note)
@@ -448,29 +444,30 @@ class Reader:
         """Serialize, validate and shard records; ``accept`` each finished shard."""
         writer = self._writer()
         batch: list[bytes] = []
+        faults = Rejects()  # records with no JSON form: a blank line each in the batch
         size = 0
         line_no = 1
         first = 1
 
         async def flush() -> None:
-            nonlocal batch, size, first
-            data = b"".join(batch)
-            result = await asyncio.to_thread(validate_chunk, data, first, self.vopts)
-            shards = await asyncio.to_thread(self.take, RECORDS_SOURCE, len(data), result, writer)
+            nonlocal batch, size, first, faults
+            chunk = Chunk(b"".join(batch), first, 0, faults)
+            result = await asyncio.to_thread(validate_chunk, chunk.data, first, self.vopts)
+            result = _with_source_rejects(chunk, result)
+            shards = await asyncio.to_thread(
+                self.take, RECORDS_SOURCE, len(chunk.data), result, writer
+            )
             for shard in shards:
                 await accept(shard)
-            batch, size, first = [], 0, line_no
+            batch, size, first, faults = [], 0, line_no, Rejects()
 
         try:
             async for record in _aiter(records):
                 if self.stop.is_set():
                     raise Stop
-                try:
-                    line = orjson.dumps(record) + b"\n"
-                except TypeError as exc:
-                    # Not serializable: it still gets a line number, and a reject with its repr.
-                    doc = {"unserializable": repr(record)[:1000], "error": str(exc)}
-                    line = orjson.dumps(doc) + b"\n"
+                line, fault = record_line(record)
+                if fault is not None:  # it keeps its line number, and is kept as its repr
+                    faults.add(line_no, fault, repr(record).encode("utf-8", "backslashreplace"))
                 batch.append(line)
                 size += len(line)
                 line_no += 1
@@ -500,41 +497,6 @@ class _Validated:
     result: ChunkResult
 
 
-class _Tally:
-    """Counts of one source's lines, to tell a file of the wrong kind when it ends."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.records = self.rejected = 0
-        self.first: Reject | None = None
-
-    def count(self, result: ChunkResult) -> None:
-        self.records += len(result.ends)
-        self.rejected += len(result.rejects)
-        if self.first is None and result.rejects:
-            self.first = result.rejects[0]
-
-
-def _looks_like(first: Reject) -> str:
-    """What kind of file it is, judged by its first rejected line."""
-    raw = first.raw
-    if first.kind == ASIDE:  # too long for a shard: judge by its head
-        raw = str(orjson.loads(b"{" + raw + b"}").get("raw_head", "")).encode()
-    text = raw.lstrip(b" \t\xef\xbb\xbf")
-    if first.error.startswith("invalid UTF-8"):
-        return (
-            "text in another encoding than UTF-8 (Latin-1 or Windows-1252, say; convert it, "
-            "e.g. iconv -f latin1 -t utf-8)"
-        )
-    if b"\r" in raw.rstrip(b"\r"):
-        return "a file with CR line ends (old Mac style; \\n must end each line)"
-    if text.startswith(b"["):
-        return "a JSON array (one value for the whole file, not one object per line)"
-    if text.rstrip() == b"{" or "ends before the object is closed" in first.error:
-        return "pretty-printed JSON (one object spread over many lines)"
-    return f"something other than JSON lines (its first error, line {first.line:,}: {first.error})"
-
-
 class _LineCount:
     """Lines of one source settled so far: a range's line numbers start after them."""
 
@@ -548,36 +510,6 @@ def _free(directory: Path) -> str:
     except OSError:
         return "unknown space"
     return f"{free / 2**20:,.1f} MiB"
-
-
-def _start_pool(workers: int) -> ProcessPoolExecutor | None:
-    """A pool whose first worker answered; None, with a warning, if processes cannot start
-    here (no POSIX semaphores without /dev/shm, no socket for the fork server, a script
-    without a ``__main__`` guard): the load then runs in this process."""
-    pool = None
-    try:
-        pool = _worker_pool(workers)
-        pool.submit(ready).result(timeout=_POOL_START_TIMEOUT)
-    except (OSError, ImportError, NotImplementedError, RuntimeError, BrokenProcessPool) as exc:
-        log.warning(
-            "worker processes could not start (%s); validating in this process instead. "
-            "(From a script, keep its code under `if __name__ == '__main__':`.)",
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-        )
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        return None
-    return pool
-
-
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes started from a clean server process (forkserver) rather than forked
-    from this one, whose other threads may hold locks at the moment of a fork."""
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["bulkload._work"])
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)
 
 
 def _source_error(source: Source, a: int, lines: _LineCount, exc: BaseException) -> BaseException:

@@ -210,6 +210,41 @@ def _raw_members(raw: memoryview) -> bytes:
     return b',"raw":' + orjson.dumps(text)
 
 
+class Tally:
+    """Counts of one source's lines, to tell a file of the wrong kind when it ends."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.records = self.rejected = 0
+        self.first: Reject | None = None
+
+    def count(self, records: int, rejects: Rejects) -> None:
+        self.records += records
+        self.rejected += len(rejects)
+        if self.first is None and rejects:
+            self.first = rejects[0]
+
+
+def looks_like(first: Reject) -> str:
+    """What kind of file it is, judged by its first rejected line."""
+    raw = first.raw
+    if first.kind == ASIDE:  # too long for a shard: judge by its head
+        raw = str(orjson.loads(b"{" + raw + b"}").get("raw_head", "")).encode()
+    text = raw.lstrip(b" \t\xef\xbb\xbf")
+    if first.error.startswith("invalid UTF-8"):
+        return (
+            "text in another encoding than UTF-8 (Latin-1 or Windows-1252, say; convert it, "
+            "e.g. iconv -f latin1 -t utf-8)"
+        )
+    if b"\r" in raw.rstrip(b"\r"):
+        return "a file with CR line ends (old Mac style; \\n must end each line)"
+    if text.startswith(b"["):
+        return "a JSON array (one value for the whole file, not one object per line)"
+    if text.rstrip() == b"{" or "ends before the object is closed" in first.error:
+        return "pretty-printed JSON (one object spread over many lines)"
+    return f"something other than JSON lines (its first error, line {first.line:,}: {first.error})"
+
+
 def reject_json(source: str, reject: Reject) -> bytes:
     """One line of rejects.jsonl, ending in ``\\n``; a line that is not UTF-8 is kept
     exactly as ``raw_base64`` (``raw`` is then null)."""

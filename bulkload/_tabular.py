@@ -1,4 +1,10 @@
-"""Parquet and CSV inputs → the same blocks of JSON lines that JSONL inputs give.
+"""Parquet and CSV inputs, and records from a cursor → the JSON lines JSONL inputs give.
+
+``record_line`` maps the values of ``Loader.load_records`` (rows of a database cursor) as
+Parquet values are mapped: ``Decimal`` to a string with every digit, ``bytes`` to base64,
+``datetime`` to ISO 8601 with zone (naive is UTC, written ``Z``), ``date``/``time``/``UUID``
+to their text; a value with no JSON form (a set, ``Decimal('NaN')``) is a reject that names
+its field.
 
 Each row becomes one JSON object on one line; a block (:class:`Chunk`) holds a batch of
 rows, and its line numbers are row numbers (1-based data rows: a CSV header is not
@@ -37,8 +43,10 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
@@ -401,3 +409,74 @@ def table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
             continue
         for row in zip(*values, strict=True):
             yield dict(zip(names, row, strict=True))
+
+
+# -- rows from a database cursor (Loader.load_records) ----------------------------------------
+
+#: As Parquet rows are mapped: naive datetimes are UTC and UTC is written Z; keys that
+#: are not strings become strings.
+_RECORD_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
+def _record_default(value: Any) -> Any:
+    """The JSON form of the types orjson leaves to us (see README, "Input and line rules")."""
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f")  # every digit and the scale, never an exponent: "12.3400"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def record_line(record: Any) -> tuple[bytes, str | None]:
+    """One record as a JSON line (with its ``\\n``), or a placeholder blank line and why it
+    has no JSON form, naming the field: ``"price: Decimal('NaN') is not JSON"``."""
+    try:
+        return orjson.dumps(record, default=_record_default, option=_RECORD_OPTIONS) + b"\n", None
+    except TypeError:  # orjson.JSONEncodeError included
+        pass
+    fault = _fault(record, "")
+    if fault is not None:
+        return _PLACEHOLDER, fault
+    # Only integers beyond 64 bits are left, which orjson refuses and JSON allows: the
+    # stdlib writes every digit.
+    text = json.dumps(_plain(record), ensure_ascii=False, separators=(",", ":"))
+    return text.encode() + b"\n", None
+
+
+def _fault(value: Any, path: str) -> str | None:
+    """The first value under ``value`` that has no JSON form, as ``path: why``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _fault(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _fault(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    where = path or "the record"
+    if isinstance(value, set | frozenset):
+        return f"{where}: {type(value).__name__} is not JSON; pass a list"
+    if isinstance(value, Decimal) and not value.is_finite():
+        return f"{where}: {value!r} is not JSON"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None  # beyond 64 bits: written by the stdlib
+    try:
+        orjson.dumps(value, default=_record_default, option=_RECORD_OPTIONS)
+    except TypeError as exc:
+        return f"{where}: {exc}"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with everything but containers and integers in its JSON form already."""
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return orjson.loads(orjson.dumps(value, default=_record_default, option=_RECORD_OPTIONS))

@@ -3,10 +3,14 @@ they are read, lines far longer than a shard, rows from a database cursor, neste
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import os
 import threading
 import tracemalloc
+import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +19,7 @@ import pytest
 from helpers import read_rejects
 
 import bulkload
-from bulkload import cli
+from bulkload import Loader, cli
 from bulkload._config import LoadConfig
 from bulkload._errors import SourceError
 from bulkload._progress import Stats
@@ -213,3 +217,44 @@ def read(tmp_path: Path, inputs: list[str], **options: Any) -> Reader:
     finally:
         reader.close()
     return reader
+
+
+# -- rows from a database cursor --------------------------------------------------------------
+
+
+def test_cursor_values_become_json_as_parquet_values_do(tmp_path: Path) -> None:
+    rows = [
+        {"id": "a", "price": Decimal("12.3400"), "big": Decimal("1E+2"), "blob": b"\x00\xff",
+         "at": dt.datetime(2024, 3, 1, 12, 0, 0, 123456), "day": dt.date(2024, 3, 1),
+         "t": dt.time(12, 30), "u": uuid.UUID(int=1), "n": 2**70,
+         "tz": dt.datetime(2024, 3, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=1)))},
+        {"id": "b", "price": Decimal("NaN")},
+        {"id": "c", "tags": {"x"}},
+        {"id": "d", "nested": {"list": [1, {"deep": Decimal("-Infinity")}]}},
+        {"id": uuid.UUID(int=2)},
+    ]  # fmt: skip
+    work = tmp_path / "work"
+
+    async def main() -> Any:
+        async with Loader("ns", work_dir=work, dry_run=True) as loader:
+            return await loader.load_records(rows)
+
+    result = asyncio.run(main())
+    assert (result.records, result.rejected, result.lines) == (2, 3, 5)
+    errors = {r["line"]: r["error"] for r in read_rejects(work)}
+    assert errors == {
+        2: "price: Decimal('NaN') is not JSON",
+        3: "tags: set is not JSON; pass a list",
+        4: "nested.list[1].deep: Decimal('-Infinity') is not JSON",
+    }
+    assert "Decimal('NaN')" in read_rejects(work)[0]["raw"]  # the record itself, as its repr
+    shard = b"".join(p.read_bytes() for p in (work / "shards").iterdir())
+    first, last = (orjson.loads(line) for line in shard.splitlines())
+    assert first == {
+        "id": "a", "price": "12.3400", "big": "100", "blob": "AP8=",
+        "at": "2024-03-01T12:00:00.123456Z", "day": "2024-03-01", "t": "12:30:00",
+        "u": "00000000-0000-0000-0000-000000000001", "n": 2**70,
+        "tz": "2024-03-01T12:00:00+01:00",
+    }  # fmt: skip
+    assert b'"n":1180591620717411303424' in shard  # every digit of a 71-bit integer
+    assert last == {"id": "00000000-0000-0000-0000-000000000002"}
