@@ -97,14 +97,37 @@ _UTF8_SLICE = 16 * KiB
 @functools.lru_cache(maxsize=8)
 def _raw_decoder(id_field: str) -> msgspec.json.Decoder[Any]:
     """A decoder that returns the id field's value as raw JSON text (msgspec.Raw), and
-    whether the record also has an ``id`` member (only needed when they differ)."""
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("key", msgspec.Raw)]
+    whether the record also has an ``id`` member (only needed when they differ). For a
+    dotted field (``user.id``) the key itself is optional, and ``head`` is the value of its
+    first part (``user``), to look into when the record has no key with the dot in it."""
+    dotted = "." in id_field
+    key: Any = msgspec.Raw | msgspec.UnsetType if dotted else msgspec.Raw
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = (
+        [("key", key, msgspec.UNSET)] if dotted else [("key", key)]
+    )
     rename = {"key": id_field}
     if id_field != "id":
         fields.append(("orig", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET))
         rename["orig"] = "id"
+    if dotted:
+        fields.append(("head", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET))
+        rename["head"] = id_field.split(".", 1)[0]
     struct = msgspec.defstruct("_IdRaw", fields, rename=rename, gc=False)
     return msgspec.json.Decoder(struct)
+
+
+def _dig(value: bytes | None, path: str) -> bytes | None:
+    """The raw value at the dotted ``path`` inside the raw JSON ``value`` (one member per
+    part, each an object's); None if a part is missing or not inside an object."""
+    for part in path.split("."):
+        if value is None:
+            return None
+        kind, _, members = scan(value)
+        if kind != b"{":
+            return None
+        found = [(a, z) for key, a, z in members if _key_text(key) == part]
+        value = value[found[-1][0] : found[-1][1]] if found else None
+    return value
 
 
 def validate_chunk(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult:
@@ -192,9 +215,16 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
                 if risky(body):  # msgspec skipped a number or a depth SafetyKit may refuse
                     verdict = _second_opinion(body, opts)
                 else:
-                    token = bytes(st.key)
-                    orig = st.orig if edits else token
-                    id_token = None if orig is msgspec.UNSET else bytes(orig)
+                    key = st.key
+                    if key is msgspec.UNSET:  # a dotted --id-field: look inside its head
+                        head = None if st.head is msgspec.UNSET else bytes(st.head)
+                        token = _dig(head, opts.id_field.split(".", 1)[1])
+                    else:
+                        token = bytes(key)
+                    if not edits:
+                        id_token = token
+                    else:
+                        id_token = None if st.orig is msgspec.UNSET else bytes(st.orig)
                     verdict = _judge(body, token, opts, id_token, None)
         if verdict is None:
             blank += 1
@@ -253,13 +283,18 @@ def _second_opinion(body: bytes, opts: ValidateOptions) -> str | tuple[bytes, st
         except JsonError:
             return f"unexpected text after the JSON object, at column {column}"
         return f"a second JSON value after the object, at column {column}"
-    token = id_token = None
+    token = id_token = head = None
+    first = opts.id_field.split(".", 1)[0]
     for key, start, stop in members:  # the last wins, as in msgspec and most parsers
         name = _key_text(key)
         if name == opts.id_field:
             token = body[start:stop]
         if name == "id":
             id_token = body[start:stop]
+        if name == first:
+            head = body[start:stop]
+    if token is None and first != opts.id_field:  # a dotted --id-field: look inside
+        token = _dig(head, opts.id_field.split(".", 1)[1])
     return _judge(body, token, opts, id_token, members)
 
 

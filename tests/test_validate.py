@@ -435,3 +435,27 @@ def test_scanner_agrees_with_the_stdlib(
         pass
     else:
         assert scan_ok(line), line  # whatever msgspec accepts, the second opinion does too
+
+
+def test_id_field_with_a_dot_is_a_path() -> None:
+    assert edit(b'{"user":{"id":"u1","n":1},"x":1.10}', id_field="user.id") == (
+        b'{"id":"u1","user":{"id":"u1","n":1},"x":1.10}'
+    )
+    assert edit(b'{"id":"old","user":{"id":"u1"}}', id_field="user.id") == (
+        b'{"id":"u1","user":{"id":"u1"}}'
+    )
+    deeper = b'{"a":{"b":{"c":"x"}}}'
+    assert edit(deeper, id_field="a.b.c") == b'{"id":"x","a":{"b":{"c":"x"}}}'
+    # A key that holds the dot itself wins over the path.
+    assert edit(b'{"user.id":"lit","user":{"id":"u1"}}', id_field="user.id") == (
+        b'{"id":"lit","user.id":"lit","user":{"id":"u1"}}'
+    )
+    assert edit(b'{"user":{"name":"x"}}', id_field="user.id") == "missing user.id (--id-field)"
+    assert edit(b'{"user":"u1"}', id_field="user.id") == "missing user.id (--id-field)"
+    assert edit(b'{"user":{"id":7}}', id_field="user.id", coerce_id=True) == (
+        b'{"id":"7","user":{"id":7}}'
+    )
+    assert edit(b'{"user":{"id":""}}', id_field="user.id") == "empty user.id (--id-field)"
+    # The same verdict when msgspec refuses the line and the scanner judges it (deep).
+    deep = b'{"user":{"id":"u1"},"d":' + b"[" * 1010 + b"]" * 1010 + b"}"
+    assert edit(deep, id_field="user.id") == b'{"id":"u1",' + deep[1:]
