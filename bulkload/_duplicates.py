@@ -12,7 +12,7 @@ about ``records / 256 × ~150 bytes`` (100 million records → ~60 MB), and disk
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,7 +38,7 @@ class DuplicateFinder:
         self._buffers = [bytearray() for _ in range(PARTITIONS)]
         self._sources: dict[str, int] = {}
 
-    def add(self, source: str, ids: Sequence[str], line_nos: Sequence[int]) -> None:
+    def add(self, source: str, ids: Iterable[str], line_nos: Sequence[int]) -> None:
         src = self._sources.setdefault(source, len(self._sources))
         buffers = self._buffers
         for rid, line in zip(ids, line_nos, strict=True):

@@ -50,7 +50,30 @@ class Reject:
     kind: int = RAW
 
 
-class Rejects:
+class _Compact:
+    """What the compact containers share: they compare and print as the list they hold."""
+
+    __slots__ = ()
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, type(self) | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        inside = repr(list(self)) if len(self) <= 5 else f"<{len(self)}>"
+        return f"{type(self).__name__}({inside})"
+
+
+class Rejects(_Compact):
     """Rejected lines of a block: ``add`` them in line order; ``len``, iteration and
     indexing give :class:`Reject` views."""
 
@@ -108,16 +131,6 @@ class Rejects:
 
     def __iter__(self) -> Iterator[Reject]:
         return (self[i] for i in range(len(self)))
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Rejects | list | tuple):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
-        return f"Rejects({list(self)!r})" if len(self) <= 5 else f"Rejects(<{len(self)}>)"
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.lines, self._which, self._errors, self._error_ends, self._data,
@@ -243,6 +256,42 @@ def looks_like(first: Reject) -> str:
     if text.rstrip() == b"{" or "ends before the object is closed" in first.error:
         return "pretty-printed JSON (one object spread over many lines)"
     return f"something other than JSON lines (its first error, line {first.line:,}: {first.error})"
+
+
+class Ids(_Compact):
+    """A block's record ids (``--check-duplicates``) as one UTF-8 buffer and the end of each:
+    over 300,000 small records to a block, a list of ``str`` held ~20 MB per block where this
+    holds the ids' bytes. Iterating gives the ids as ``str``, one at a time."""
+
+    __slots__ = ("_data", "_ends")
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._ends = array("q")
+
+    def append(self, rid: str) -> None:
+        self._data += rid.encode("utf-8", "surrogatepass")  # lone surrogates are rejects
+        self._ends.append(len(self._data))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i: int) -> str:
+        i = i + len(self) if i < 0 else i
+        start = self._ends[i - 1] if i else 0
+        return self._data[start : self._ends[i]].decode("utf-8", "surrogatepass")
+
+    def __iter__(self) -> Iterator[str]:
+        data, start = self._data, 0
+        for end in self._ends:
+            yield data[start:end].decode("utf-8", "surrogatepass")
+            start = end
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self._data, self._ends)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._data, self._ends = state
 
 
 def reject_json(source: str, reject: Reject) -> bytes:

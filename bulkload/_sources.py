@@ -398,6 +398,7 @@ def _chunks(
     offset = 0
     line = 1
     start = -1  # where the data starts in buf (past a BOM); -1 until the head is checked
+    searched = 0  # buf[:searched] holds no newline after start
     while True:
         view = memoryview(buf)
         try:
@@ -411,7 +412,9 @@ def _chunks(
             _check_text_head(source, bytes(buf[: min(fill, _HEAD)]))
             start = offset = len(_BOM) if buf.startswith(_BOM) else 0
         eof = fill < len(buf)
-        cut = fill if eof else buf.rfind(b"\n", start, fill) + 1
+        # A long line's first part was searched already: look for its end in the new part.
+        cut = fill if eof else buf.rfind(b"\n", max(start, searched), fill) + 1
+        searched = fill
         if cut > start:
             with memoryview(buf) as view:
                 data = bytes(view[start:cut])  # one copy; bytes(buf[a:b]) would make two
@@ -428,18 +431,20 @@ def _chunks(
                 yield chunk
                 line += 1
                 offset += len(chunk.data) + chunk.skipped
-                start, fill = 0, len(rest)
+                start, fill, searched = 0, len(rest), 0
                 buf[:fill] = rest
                 continue
             if max_line is not None and fill - start > max_line:
                 raise line_too_long(source, line, max_line)
-            # Grow and keep it, but never past what a shard can take (then it goes aside).
-            grown = (
-                2 * len(buf) if aside is None else min(2 * len(buf), start + aside.max_bytes + 1)
-            )
-            buf.extend(bytearray(grown - len(buf)))
+            # Grow and keep it, a block at a time (extending by a zeroed block costs that block
+            # on top: doubling a 32 MiB buffer peaked at 96 MiB), and never past what a
+            # shard can take (then it goes aside).
+            grown = len(buf) + block_size
+            if aside is not None:
+                grown = min(grown, start + aside.max_bytes + 1)
+            buf.extend(bytes(grown - len(buf)))
             continue
-        start = 0
+        start = searched = 0
         tail = fill - cut
         if len(buf) > block_size and tail < block_size:
             # Give back the memory a long line needed.

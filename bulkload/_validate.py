@@ -55,7 +55,7 @@ from ._jsonscan import (
     scan,
     skip,
 )
-from ._rejects import TOO_LONG, Rejects
+from ._rejects import TOO_LONG, Ids, Rejects
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ class ChunkResult:
     rejects: Rejects
     blank: int
     lines: int
-    ids: list[str] | None
+    ids: Ids | None
 
 
 class _Id(msgspec.Struct, gc=False):  # gc=False: nothing to trace, cheaper to allocate
@@ -167,10 +167,13 @@ def _fast(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult | 
     if body.endswith(b"\r"):
         return None
     decode = _ID_DECODER.decode
-    ids: list[str] | None = None
+    ids: Ids | None = None
     try:
         if opts.collect_ids:
-            ids = [decode(line).id for line in io.BytesIO(body)]
+            ids = Ids()
+            add = ids.append
+            for line in io.BytesIO(body):
+                add(decode(line).id)
         else:
             for line in io.BytesIO(body):
                 decode(line)
@@ -197,7 +200,7 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
     ends: list[int] = []
     line_nos: list[int] = []
     rejects = Rejects()
-    ids: list[str] | None = [] if opts.collect_ids else None
+    ids = Ids() if opts.collect_ids else None
     blank = size = index = 0
     for index, line in enumerate(io.BytesIO(data)):
         no = first_line + index
