@@ -13,9 +13,9 @@ grammar are rules here (``Refused``), checked on every line:
 - nesting at most ``MAX_DEPTH`` arrays and objects deep, the outer object included.
 
 msgspec's typed decoder checks none of the first and third when it skips a field (the third
-depends on Python's recursion limit), so :func:`refused_lines` picks out, cheaply, the only
-lines of a block that can break them; the fast path has orjson, the server's own parser,
-look at those.
+depends on Python's recursion limit), so :func:`refused_lines` picks out the only lines of
+a block that can break them (a sound filter: see its cost there); the fast path has
+orjson, the server's own parser, look at those.
 """
 
 from __future__ import annotations
@@ -281,18 +281,26 @@ def _brackets(data: bytes) -> int:
 
 def refused_lines(body: bytes, ends: Sequence[int]) -> bool:
     """Whether any line of ``body`` (lines ending at ``ends``, all valid grammar) breaks
-    SafetyKit's limits on numbers or depth. Cheap when none can: one translate and two
-    searches of the block, and a bracket count of lines long enough to nest that deep;
-    orjson, the server's parser, judges only the lines that could."""
+    SafetyKit's limits on numbers or depth: one translate and two searches of the block,
+    and a bracket count of lines long enough to nest that deep; orjson, the server's
+    parser, judges only the lines that could.
+
+    Not free: ~0.9 CPU s/GB on ~600-byte product records (translate 0.4, the backward
+    search for "e000" 0.43), which took one-process validation from ~730 to ~380 MB/s.
+    No standard-library primitive finds "an e followed by three digits" at memchr speed
+    (regexes ran at 50-470 MB/s, digits and "e" being common bytes); exactness won over
+    speed because one such line costs the whole request of up to 100,000 records."""
     starts = [0, *ends[:-1]]
     suspects: set[int] = set()
     classes = body.translate(_NUMBER_CLASSES)
     for needle in (_RISKY_EXPONENT, _RISKY_RUN):
-        at = classes.find(needle)
+        # rfind: a backward search tests the needle's first byte, the rarer "e" (a forward
+        # one tests its last, a digit): 0.43 against 0.62 CPU s/GB on product records.
+        at = classes.rfind(needle)
         while at >= 0:
             line = bisect.bisect_right(ends, at)
             suspects.add(line)
-            at = classes.find(needle, ends[line]) if line < len(ends) else -1
+            at = classes.rfind(needle, 0, ends[line - 1]) if line > 0 else -1
     longest = max(map(operator.sub, ends, starts), default=0)
     if longest > _DEEP_LINE:
         for i, (a, z) in enumerate(zip(starts, ends, strict=True)):
