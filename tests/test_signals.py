@@ -147,3 +147,18 @@ def test_a_fifo_in_a_directory_is_skipped_and_a_symlink_loop_ends(tmp_path: Path
         assert "pipe.jsonl is not a regular file (a named pipe); skipped" in text
         assert "Traceback" not in text
         assert "2 records" in out.decode() or '"records": 2' in out.decode(), out
+
+
+def test_a_socket_named_on_the_command_line_is_read_as_a_stream(tmp_path: Path) -> None:
+    path = tmp_path / "feed.jsonl"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen(1)
+        proc = start_load(tmp_path, str(path))
+        server.settimeout(REACH_WITHIN)
+        conn, _ = server.accept()
+        with conn:
+            conn.sendall(b'{"id":"a"}\n{"id":"b"}\n')
+        out, err = proc.communicate(timeout=REACH_WITHIN)
+    assert proc.returncode == 0, err.decode()
+    assert b"2 records" in out, out
