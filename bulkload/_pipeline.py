@@ -438,7 +438,9 @@ class _Run:
             # the error itself rather than the TaskGroup's wrapper around it.
             loader._stop.set()
             if reading is not None:
-                await reading.let_go(READER_GRACE)
+                # A second cancellation while it waits must not skip the manifest flush.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading.let_go(READER_GRACE)
             self._end(finished=False)
             raise _unwrap(exc) from None
         loader._stop.set()
