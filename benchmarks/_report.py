@@ -125,7 +125,8 @@ def all_rows(results: dict[str, Any]) -> list[Row]:
             timeline = run["rss_timeline_mb"]
             half = timeline[len(timeline) // 2][1]
             note = f"RSS at half time {half:.0f}, at the end {timeline[-1][1]:.0f}"
-        rows.append(Row.of("memory", f"bulkload, {size} input, defaults", run, note))
+        what = f"bulkload, {size} input, defaults" if size in ("1GiB", "4GiB") else size
+        rows.append(Row.of("memory", what, run, note))
     sweep = [p for p in results.get("sweep", []) if ok(p)]
     if sweep:
         best = max(sweep, key=lambda p: p["mb_s"])
@@ -188,6 +189,20 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             targets.append(_target(name, passed, f"{a:.0f} MB / {b:.0f} MB", note))
         else:
             targets.append(_target(name, None, "-", "a run failed"))
+        edge = {k: v for k, v in memory.items() if k not in ("1GiB", "4GiB")}
+        if edge:
+            worst = max((v["peak_rss_mb"] for v in edge.values() if ok(v)), default=None)
+            passed = (
+                None if worst is None or not all(map(ok, edge.values())) else worst <= RSS_LIMIT_MB
+            )
+            targets.append(
+                _target(
+                    f"peak RSS ≤ {RSS_LIMIT_MB:.0f} MB on the input edge cases",
+                    passed,
+                    "-" if worst is None else f"{worst:.0f} MB at most",
+                    ", ".join(edge),
+                )
+            )
     help_ = results.get("help")
     if ok(help_):
         for name, seconds in help_.items():

@@ -106,7 +106,7 @@ def validate_here(sources: Sources, opts: ValidateOptions, limit: int | None = N
     n = 0
     for chunk in chunks(sources, limit):
         result = validate_chunk(chunk.data, chunk.first_line, opts)
-        assert not result.rejects, result.rejects[:1]
+        assert not result.rejects, list(result.rejects)[:1]
         n += len(chunk.data)
     return n
 

@@ -266,3 +266,69 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- the input side's edge cases, for the memory stage -------------------------------------------
+
+EDGE_REJECTS = 1_000_000
+EDGE_IDS = 2_000_000
+EDGE_LINE_BYTES = 200 * 1000 * 1000
+
+
+def _write_once(path: Path, write: Any) -> None:
+    if not path.exists():
+        DATA_DIR.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            write(f)
+        os.replace(tmp, path)
+
+
+def rejected_lines() -> Dataset:
+    """1,000,000 short lines that are all rejected (a number id): a wrong-format file."""
+    path = DATA_DIR / "rejects-1M.jsonl"
+    _write_once(path, lambda f: f.write(b'{"id":1}\n' * EDGE_REJECTS))
+    return _dataset("rejects-1M", "1M short lines, every one rejected", [str(path)], [path])
+
+
+def many_ids() -> Dataset:
+    """2,000,000 small records for --check-duplicates; every 1,000th id appears twice."""
+    path = DATA_DIR / "ids-2M.jsonl"
+
+    def write(f: Any) -> None:
+        for start in range(0, EDGE_IDS, 100_000):
+            f.write(b"".join(b'{"id":"id-%010d","v":1}\n' % (i - (i % 1000 == 999))
+                             for i in range(start, start + 100_000)))  # fmt: skip
+
+    _write_once(path, write)
+    return _dataset("ids-2M", "2M small records, --check-duplicates", [str(path)], [path])
+
+
+def one_long_line(size: int = EDGE_LINE_BYTES) -> Dataset:
+    """One line of ``size`` bytes: longer than a shard, and than the reader's blocks."""
+    name = f"one-line-{size // 1000**2}MB"
+    path = DATA_DIR / f"{name}.jsonl"
+
+    def write(f: Any) -> None:
+        f.write(b'{"id":"big","blob":"')
+        chunk = b"x" * (1 << 20)
+        left = size - 23
+        while left > 0:
+            f.write(chunk[: min(left, len(chunk))])
+            left -= len(chunk)
+        f.write(b'"}\n')
+
+    _write_once(path, write)
+    return _dataset(name, f"one {size // 1000**2} MB line", [str(path)], [path])
+
+
+def edges() -> dict[str, tuple[Dataset, list[str], int]]:
+    """The edge datasets, each with the options it runs with and its expected exit code."""
+    return {
+        "1M rejected lines": (rejected_lines(), [], 3),
+        "--check-duplicates over 2M ids": (many_ids(), ["--check-duplicates"], 0),
+        # Past the stop limit (2 x the 64 MiB shard): the run stops with a message (exit 1).
+        "one 200 MB line": (one_long_line(), [], 1),
+        # Longer than a shard, under the limit: saved to WORK_DIR/long-lines/, rejected.
+        "one 100 MB line": (one_long_line(100 * 1000**2), [], 3),
+    }

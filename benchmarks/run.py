@@ -33,9 +33,9 @@ from ._common import RESULTS_DIR, EmulatorProcess, GiB, best_of, git_info, log, 
 from ._report import evaluate, ok, render, save, upload_ceiling, validation_ceiling
 from .bench_load import chart, help_time, run_bulkload, sweep
 from .bench_upload import curl_ceiling, naive_baseline
-from .datasets import Dataset, products, products_4gib, standard
+from .datasets import Dataset, edges, products, products_4gib, standard
 
-STAGES = ("ceilings", "naive", "bulkload", "memory", "chart", "help")
+STAGES = ("ceilings", "naive", "bulkload", "memory", "edges", "chart", "help")
 DATASETS = ("products", "files", "big")
 
 
@@ -137,6 +137,8 @@ class Bench:
                 self.dataset(sink, sets[name])
             if "memory" in self.stages:
                 self.memory(sink, sets["products"] if not self.quick else products(GiB))
+            elif "edges" in self.stages:
+                self.memory_edges(sink)
             if "chart" in self.stages:
                 self.chart(sink, sets["products"])
         if "help" in self.stages:
@@ -186,6 +188,21 @@ class Bench:
             attempt(memory, "1GiB", lambda: run_bulkload(sink, one_gib))
         log("== memory: products-4GiB at default settings ...")
         attempt(memory, "4GiB", lambda: run_bulkload(sink, products_4gib(one_gib.files[0])))
+        self.memory_edges(sink)
+
+    def memory_edges(self, sink: EmulatorProcess) -> None:
+        """Peak RSS on the input side's edge cases: a file of bad lines, the duplicate
+        check over many ids, one line far longer than a shard (default settings)."""
+        memory = self.results.setdefault("memory", {})
+        for name, (ds, args, code) in edges().items():
+            log(f"== memory: {name} ({mb(ds.bytes):,.0f} MB) ...")
+            records = 0 if code in (1, 3) else None
+
+            def run(ds: Dataset = ds, args: list[str] = args, records: int | None = records,
+                    code: int = code) -> dict[str, Any]:  # fmt: skip
+                return run_bulkload(sink, ds, args, exit_code=code, records=records)
+
+            attempt(memory, name, run)
 
     def chart(self, sink: EmulatorProcess, ds: Dataset) -> None:
         log(f"== chart: {ds.name}, --concurrency × --shard-size ...")

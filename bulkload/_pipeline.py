@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -40,12 +41,21 @@ from ._errors import (
     UsageError,
     option,
 )
-from ._manifest import SHARDS_DIR, RunState, lock_work_dir, now_iso, unlock_work_dir
+from ._inputs import READER_GRACE, DaemonCall
+from ._manifest import (
+    MANIFEST,
+    REJECTS,
+    SHARDS_DIR,
+    RunState,
+    lock_work_dir,
+    now_iso,
+    unlock_work_dir,
+)
 from ._partition import partition_inputs, partition_record
 from ._progress import Progress, Stats
-from ._reader import Reader, Stop
+from ._reader import Reader
 from ._shard import ShardInfo
-from ._sources import Source, resolve_inputs
+from ._sources import Source, Stop, resolve_inputs
 from ._throttle import AdaptiveLimit, RateLimiter
 from ._upload import SLICE
 
@@ -207,18 +217,44 @@ class Loader:
     # -- public entry points -------------------------------------------------------------
 
     async def load(self, inputs: Sequence[str | os.PathLike[str]]) -> LoadResult:
-        """Validate, shard and upload files, directories, globs or ``-`` (stdin)."""
+        """Validate, shard and upload files, directories, globs or ``-`` (stdin).
+
+        On a stop request (``request_stop``) while the inputs are still being resolved, the
+        result is an interrupted one with nothing read, and the work dir is not touched.
+        """
         specs = [os.fspath(i) for i in inputs]
         if not specs:
             raise ConfigError("no inputs: give at least one file, directory, glob or -")
-        sources = await asyncio.to_thread(
-            resolve_inputs, specs, storage_options=self.storage_options
+        self._stop.clear()
+        stopped = self._stop_requested = asyncio.Event()
+        # In a thread the loop never has to join: a hung file system or store, or a huge
+        # tree, must not keep a stop from ending the load.
+        resolving = DaemonCall(
+            functools.partial(
+                resolve_inputs, specs, storage_options=self.storage_options, stop=self._stop
+            ),
+            name="bulkload-inputs",
         )
+        try:
+            sources = await resolving.until(stopped)
+        except Stop:
+            sources = None
+        if sources is None:
+            return self._nothing_loaded()
         part = self.config.partition
         if part is None:
             return await _Run(self, sources).execute()
         share = partition_inputs(sources, *part)
         return await _Run(self, share, partition=partition_record(sources, *part)).execute()
+
+    def _nothing_loaded(self) -> LoadResult:
+        """The result of a load stopped before it read anything."""
+        work = self.work_dir
+        return LoadResult(
+            self.namespace, work, work / MANIFEST, work / REJECTS, lines=0, records=0,
+            rejected=0, blank=0, shards=0, uploaded=0, skipped=0, failed=0, bytes_read=0,
+            bytes_uploaded=0, elapsed=0.0, dry_run=self.config.dry_run, interrupted=True,
+        )  # fmt: skip
 
     async def load_records(
         self, records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]]
@@ -378,7 +414,7 @@ class _Run:
         stop_requested = loader._stop_requested = asyncio.Event()
         await asyncio.to_thread(self._begin)
         deliverer = self._deliverer(client) if client is not None else None
-        reading: asyncio.Future[None] | None = None
+        reading: DaemonCall[None] | None = None
         try:
             try:
                 async with asyncio.TaskGroup() as tg:
@@ -390,10 +426,17 @@ class _Run:
                     watchdog = tg.create_task(self._watchdog(workers))
                     with contextlib.suppress(Stop):
                         if records is None:
-                            reading = self.loop.run_in_executor(
-                                None, self.reader.read_sources, self.sources, self._hand_over
+                            reading = DaemonCall(
+                                functools.partial(
+                                    self.reader.read_sources, self.sources, self._hand_over
+                                ),
+                                name="bulkload-reader",
                             )
-                            await reading
+                            # After a stop, the uploads' end must not wait on a read
+                            # that may never return (the thread is then left behind).
+                            await reading.until(stop_requested)  # raises the reader's error
+                            if not reading.result.done():
+                                await reading.let_go(READER_GRACE)
                         else:
                             await self.reader.read_records(records, self._accept)
                     self.stats.reading_done = self.reader.done
@@ -409,11 +452,22 @@ class _Run:
             # the error itself rather than the TaskGroup's wrapper around it.
             loader._stop.set()
             if reading is not None:
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(reading)
+                # A second cancellation while it waits must not skip the manifest flush.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading.let_go(READER_GRACE)
             self._end(finished=False)
-            raise _unwrap(exc) from None
+            error = _unwrap(exc)
+            if isinstance(error, BulkloadError) and self.state.shards:
+                r = self._result(interrupted=False)
+                error.add_note(
+                    f"before it stopped: {r.uploaded} of {r.shards} shard(s) uploaded "
+                    f"({r.records_uploaded:,} records), {r.failed} failed; the manifest is "
+                    f"{r.manifest_path}"
+                )
+            raise error from None
         loader._stop.set()
+        if reading is not None:
+            await reading.let_go(READER_GRACE)
         pending = any(e.status == "pending" for e in self.state.shards.values())
         finished = self.reader.done and (self.cfg.dry_run or not pending)
         await asyncio.to_thread(self._end, finished=finished)

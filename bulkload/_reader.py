@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import functools
 import logging
 import multiprocessing
 import os
+import shutil
 import threading
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -21,31 +23,43 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
-
-import orjson
+from typing import IO, Any, TypeVar
 
 from ._config import LoadConfig
 from ._duplicates import DuplicateFinder
-from ._errors import SourceError, TooManyRejectsError, WorkerError
+from ._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
+from ._rejects import ASIDE, TOO_LONG, Rejects, Tally, aside_members, looks_like, too_long
 from ._shard import ShardInfo, ShardWriter
-from ._sources import Chunk, Source, check_plain_file, iter_chunks, line_too_long
-from ._validate import ChunkResult, ValidateOptions, reject_json, validate_chunk
+from ._sources import (
+    Chunk,
+    LongLines,
+    Source,
+    Stop,
+    check_plain_file,
+    check_unchanged,
+    copy_aside,
+    iter_chunks,
+    line_too_long,
+)
+from ._tabular import record_line
+from ._validate import ChunkResult, ValidateOptions, validate_chunk
 from ._work import (
     FileChangedError,
     LineTooLongError,
     RangeResult,
-    exit_with_parent,
     md5_pieces,
-    ready,
+    start_pool,
     validate_block,
     validate_ranges,
 )
 
 log = logging.getLogger("bulkload")
+T = TypeVar("T")
 
+#: Under the work dir: lines longer than a shard, one file each (regenerated every run).
+LONG_LINES = "long-lines"
 #: Where records from ``load_records`` say they came from, in rejects and the manifest.
 RECORDS_SOURCE = "<records>"
 #: Serialized records handed to validation at once by ``read_records``.
@@ -54,16 +68,10 @@ _RECORD_BATCH_BYTES = 4 << 20
 #: measured on 2 cores, 256 MiB loads about as fast either way, 1 GiB 15-20 % faster with
 #: them (README, Performance).
 AUTO_WORKERS_BYTES = 256 << 20
-#: How long the first worker may take to answer before the load goes on without workers.
-_POOL_START_TIMEOUT = 60.0
 #: Most small files validated by one worker task (their bytes add up to a block at most).
 _FILES_PER_TASK = 1000
 #: The shortest line that stops a run rather than being held whole (see _validated).
 _MIN_LINE_LIMIT = 64 << 20
-
-
-class Stop(Exception):
-    """Raised where reading notices that the run was asked to stop."""
 
 
 class Reader:
@@ -75,6 +83,8 @@ class Reader:
         self.work_dir = work_dir
         self.stop = stop
         self.rejects_path = work_dir / REJECTS
+        #: Lines longer than a shard are saved here, one file each (see rejects.jsonl).
+        self.long_lines = LongLines(work_dir / LONG_LINES, cfg.shard_max_bytes)
         self.vopts = ValidateOptions(
             id_field=cfg.id_field,
             coerce_id=cfg.coerce_id,
@@ -83,25 +93,37 @@ class Reader:
         )
         #: Set once every input was read to its end and every shard handed over.
         self.done = False
+        #: What a person should know about the inputs, one sentence each, for the summary:
+        #: a file all of whose lines were rejected, and what kind of file it looks like.
+        self.notes: list[str] = []
         #: With check_duplicates, after a complete read: (ids repeated, extra occurrences).
         self.duplicates: tuple[int, int] | None = None
         self._rejects: IO[bytes] | None = None
         self._dups: DuplicateFinder | None = None
+        #: The loop closes the reader at the end of a run even when the reading thread is
+        #: stuck in a read (and was left behind): files are touched under this lock only.
+        self._lock = threading.Lock()
+        self._closed = False
 
     def open(self) -> None:
         # Rejects are regenerated on every run: a run re-reads its inputs from the start,
-        # so the file is complete and has each bad line once.
-        self._rejects = open(self.rejects_path, "wb")  # noqa: SIM115 - closed in close()
+        # so the file is complete and has each bad line once. So are the long lines' files.
+        shutil.rmtree(self.long_lines.directory, ignore_errors=True)
+        # Unbuffered: rejects are written in ~1 MiB pieces anyway, and a full disk then
+        # fails in write (one clear error), never again in close.
+        self._rejects = open(self.rejects_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
         if self.cfg.check_duplicates:
             self._dups = DuplicateFinder(self.work_dir / STATE_DIR / "duplicates")
 
     def close(self) -> None:
-        if self._dups is not None:
-            self._dups.discard()
-            self._dups = None
-        if self._rejects is not None:
-            self._rejects.close()
-            self._rejects = None
+        with self._lock:
+            self._closed = True
+            if self._dups is not None:
+                self._dups.discard()
+                self._dups = None
+            if self._rejects is not None:
+                self._rejects.close()
+                self._rejects = None
 
     def _writer(self, *, hash_inline: bool = True) -> ShardWriter:
         return ShardWriter(
@@ -120,7 +142,7 @@ class Reader:
         disk and handed over once its MD5 is known; meanwhile reading goes on.
         """
         workers = self._workers(sources)
-        pool = _start_pool(workers) if workers > 0 else None
+        pool = start_pool(workers) if workers > 0 else None
         if pool is None:
             workers = 0
         if pool is not None:
@@ -142,20 +164,26 @@ class Reader:
                     md5 = future.result()
                 except FileChangedError as exc:
                     raise SourceError(
-                        f"{exc.path}: the file changed while it was read (shard {shard.index} "
-                        f"needs bytes up to {exc.planned:,}, it ends at {exc.now:,}); rerun "
-                        "once nothing writes to it",
+                        f"{exc.path} changed during the load (shard {shard.index} needs bytes "
+                        f"up to {exc.planned:,}, it ends at {exc.now:,}); rerun with --restart "
+                        "(restart=True) to load it as it is now",
                         path=exc.path,
                     ) from None
                 hand_over(dataclasses.replace(shard, md5=md5))
 
+        tally: Tally | None = None
         try:
             for item in self._validated(sources, pool, workers):
+                if tally is None or tally.source != item.source.display:
+                    self._note(tally)
+                    tally = Tally(item.source.display)
+                tally.count(len(item.result.ends), item.result.rejects)
                 origin = None
                 if item.clean and self._in_place(item.source):
                     assert item.source.path is not None
                     origin = (item.source.path, item.offset)
                 finished(self.take(item.source.display, item.nbytes, item.result, writer, origin))
+            self._note(tally)
             last = writer.flush()
             finished([last] if last is not None else [], wait=True)
             self._finish_duplicates()
@@ -173,6 +201,22 @@ class Reader:
         finally:
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+
+    def _note(self, tally: Tally | None) -> None:
+        """At the end of a source: if every line was rejected, say what it looks like."""
+        if tally is None or tally.records or not tally.rejected or tally.first is None:
+            return
+        what = (
+            "its only line was rejected"
+            if tally.rejected == 1
+            else f"all {tally.rejected:,} lines were rejected"
+        )
+        note = (
+            f"{tally.source}: {what}; it looks like {looks_like(tally.first)}; bulkload "
+            "needs one JSON object per line"
+        )
+        log.warning("%s", note)
+        self.notes.append(note)
 
     def _workers(self, sources: list[Source]) -> int:
         """How many worker processes: ``cfg.workers``, or if that is None, one per core (at
@@ -218,13 +262,20 @@ class Reader:
         limit = max(2 * self.cfg.shard_max_bytes, _MIN_LINE_LIMIT)
         if pool is None:
             for source in sources:
-                for chunk in iter_chunks(source, self.cfg.block_size, max_line_bytes=limit):
+                for chunk in iter_chunks(
+                    source,
+                    self.cfg.block_size,
+                    max_line_bytes=limit,
+                    stop=self.stop,
+                    long_lines=self.long_lines,
+                ):
                     if self.stop.is_set():
                         raise Stop
                     result = validate_chunk(chunk.data, chunk.first_line, self.vopts)
                     clean = result.data is chunk.data
                     result = _with_source_rejects(chunk, result)
-                    yield _Validated(source, chunk.offset, len(chunk.data), clean, result)
+                    nbytes = len(chunk.data) + chunk.skipped
+                    yield _Validated(source, chunk.offset, nbytes, clean, result)
             return
         # Work spreads over the worker processes, results come back in input order, at most
         # 2 tasks per worker in flight (bounded memory), across file boundaries so that
@@ -241,7 +292,7 @@ class Reader:
         def send(entries: list[tuple[Source, int, int, _LineCount]]) -> None:
             ranges = [(str(s.path), a, b, s.size or 0) for s, a, b, _ in entries]
             future = pool.submit(validate_ranges, ranges, self.vopts, limit)
-            window.append(functools.partial(_settle_ranges, entries, future))
+            window.append(functools.partial(self._settle_ranges, entries, future))
 
         for source in sources:
             if self.stop.is_set():
@@ -272,7 +323,9 @@ class Reader:
             if small:
                 send(small)
                 small, small_bytes = [], 0
-            for chunk in iter_chunks(source, block, max_line_bytes=limit):
+            for chunk in iter_chunks(
+                source, block, max_line_bytes=limit, stop=self.stop, long_lines=self.long_lines
+            ):
                 if self.stop.is_set():
                     raise Stop
                 sent = pool.submit(validate_block, chunk.data, chunk.first_line, self.vopts)
@@ -284,6 +337,31 @@ class Reader:
         while window:
             yield from window.popleft()()
 
+    def _settle_ranges(
+        self,
+        entries: list[tuple[Source, int, int, _LineCount]],
+        future: Future[list[RangeResult | BaseException]],
+    ) -> list[_Validated]:
+        """A task's byte ranges, with line numbers made absolute; a worker's error becomes
+        a SourceError that names the file and line. A range's last line that was too long
+        for a shard is copied to its file from here (the worker did not read it)."""
+        settled = []
+        for (source, a, _, lines), r in zip(entries, future.result(), strict=True):
+            if isinstance(r, BaseException):
+                raise _source_error(source, a, lines, r)
+            result = r.result
+            if r.long_line is not None:
+                line = result.lines + 1
+                aside = copy_aside(source, *r.long_line, line, self.long_lines)
+                result.rejects = result.rejects.merged(aside)
+                result.lines += 1
+            result = _shift_lines(result, lines.seen)
+            lines.seen += result.lines
+            settled.append(_Validated(source, r.start, r.end - r.start, r.clean, result))
+            if r.end >= (source.size or 0):
+                check_unchanged(source)  # its last range: was it the file planned for?
+        return settled
+
     def take(
         self,
         source: str,
@@ -293,31 +371,68 @@ class Reader:
         origin: tuple[Path, int] | None = None,
     ) -> list[ShardInfo]:
         """Count a validated block, write its rejects, feed its records to the shards."""
-        s = self.stats
-        s.bytes_read += nbytes
-        s.lines += result.lines
-        s.records += len(result.ends)
-        s.blank += result.blank
-        if result.rejects:
-            assert self._rejects is not None
-            s.rejected += len(result.rejects)
-            self._rejects.write(b"".join(reject_json(source, r) for r in result.rejects))
-            self._rejects.flush()
-            if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
-                first = result.rejects[0]
-                raise TooManyRejectsError(
-                    f"more than {self.cfg.max_rejects} lines rejected (e.g. {source} line "
-                    f"{first.line}: {first.error}); see {self.rejects_path}. Fix the input or "
-                    "raise --max-rejects."
-                )
-        if self._dups is not None and result.ids is not None:
-            self._dups.add(source, result.ids, result.line_nos)
+        with self._lock:
+            if self._closed:
+                raise Stop  # the run ended without this thread, which was stuck in a read
+            s = self.stats
+            s.bytes_read += nbytes
+            s.lines += result.lines
+            s.records += len(result.ends)
+            s.blank += result.blank
+            if result.rejects:
+                assert self._rejects is not None
+                s.rejected += len(result.rejects)
+                if result.rejects.has(TOO_LONG):
+                    result.rejects = self._set_aside(source, result.rejects)
+                self._write_rejects(result.rejects.jsonl(source))
+                if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
+                    first = result.rejects[0]
+                    raise TooManyRejectsError(
+                        f"more than {self.cfg.max_rejects} lines rejected (e.g. {source} line "
+                        f"{first.line}: {first.error}); see {self.rejects_path}. Fix the input "
+                        "or raise --max-rejects (max_rejects)."
+                    )
+            if self._dups is not None and result.ids is not None:
+                self._dups.add(source, result.ids, result.line_nos)
         return writer.feed(source, result, origin)
 
+    def _set_aside(self, source: str, rejects: Rejects) -> Rejects:
+        """Lines longer than a shard that validation held (they fit a block): saved to a
+        file each, as the reading side does with longer ones, so that every such line is
+        reported the same way."""
+        out = Rejects()
+        for r in rejects:
+            if r.kind != TOO_LONG:
+                out.add(r.line, r.error, r.raw, r.kind)
+                continue
+            path = self.long_lines.path_for(source, r.line)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(r.raw)
+            error = too_long(len(r.raw) + 1, self.cfg.shard_max_bytes, str(path))
+            out.add(r.line, error, aside_members(str(path), len(r.raw), r.raw), ASIDE)
+        return out
+
+    def _write_rejects(self, pieces: Iterable[bytes]) -> None:
+        assert self._rejects is not None
+        try:
+            for piece in pieces:
+                view = memoryview(piece)
+                while view:  # an unbuffered write may take part of it
+                    view = view[self._rejects.write(view) or 0 :]
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise DiskSpaceError(
+                f"the disk is full: cannot write rejected lines to {self.rejects_path} "
+                f"({_free(self.work_dir)} free). Free some space, or use a work dir on a "
+                "bigger disk (--work-dir, work_dir), then rerun the same command to resume"
+            ) from None
+
     def _finish_duplicates(self) -> None:
-        if self._dups is not None:
-            self.duplicates = self._dups.finish(self.work_dir / DUPLICATES)
-            self._dups = None
+        with self._lock:
+            if self._dups is not None:
+                self.duplicates = self._dups.finish(self.work_dir / DUPLICATES)
+                self._dups = None
 
     # -- records from an iterable (in the event loop) ----------------------------------------
 
@@ -329,29 +444,30 @@ class Reader:
         """Serialize, validate and shard records; ``accept`` each finished shard."""
         writer = self._writer()
         batch: list[bytes] = []
+        faults = Rejects()  # records with no JSON form: a blank line each in the batch
         size = 0
         line_no = 1
         first = 1
 
         async def flush() -> None:
-            nonlocal batch, size, first
-            data = b"".join(batch)
-            result = await asyncio.to_thread(validate_chunk, data, first, self.vopts)
-            shards = await asyncio.to_thread(self.take, RECORDS_SOURCE, len(data), result, writer)
+            nonlocal batch, size, first, faults
+            chunk = Chunk(b"".join(batch), first, 0, faults)
+            result = await asyncio.to_thread(validate_chunk, chunk.data, first, self.vopts)
+            result = _with_source_rejects(chunk, result)
+            shards = await asyncio.to_thread(
+                self.take, RECORDS_SOURCE, len(chunk.data), result, writer
+            )
             for shard in shards:
                 await accept(shard)
-            batch, size, first = [], 0, line_no
+            batch, size, first, faults = [], 0, line_no, Rejects()
 
         try:
             async for record in _aiter(records):
                 if self.stop.is_set():
                     raise Stop
-                try:
-                    line = orjson.dumps(record) + b"\n"
-                except TypeError as exc:
-                    # Not serializable: it still gets a line number, and a reject with its repr.
-                    doc = {"unserializable": repr(record)[:1000], "error": str(exc)}
-                    line = orjson.dumps(doc) + b"\n"
+                line, fault = record_line(record)
+                if fault is not None:  # it keeps its line number, and is kept as its repr
+                    faults.add(line_no, fault, repr(record).encode("utf-8", "backslashreplace"))
                 batch.append(line)
                 size += len(line)
                 line_no += 1
@@ -388,59 +504,22 @@ class _LineCount:
         self.seen = 0
 
 
-def _start_pool(workers: int) -> ProcessPoolExecutor | None:
-    """A pool whose first worker answered; None, with a warning, if processes cannot start
-    here (no POSIX semaphores without /dev/shm, no socket for the fork server, a script
-    without a ``__main__`` guard): the load then runs in this process."""
-    pool = None
+def _free(directory: Path) -> str:
     try:
-        pool = _worker_pool(workers)
-        pool.submit(ready).result(timeout=_POOL_START_TIMEOUT)
-    except (OSError, ImportError, NotImplementedError, RuntimeError, BrokenProcessPool) as exc:
-        log.warning(
-            "worker processes could not start (%s); validating in this process instead. "
-            "(From a script, keep its code under `if __name__ == '__main__':`.)",
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-        )
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        return None
-    return pool
-
-
-def _worker_pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes started from a clean server process (forkserver) rather than forked
-    from this one, whose other threads may hold locks at the moment of a fork."""
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["bulkload._work"])
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)
-
-
-def _settle_ranges(
-    entries: list[tuple[Source, int, int, _LineCount]],
-    future: Future[list[RangeResult | BaseException]],
-) -> list[_Validated]:
-    """A task's byte ranges, with line numbers made absolute; a worker's error becomes a
-    SourceError that names the file and line."""
-    settled = []
-    for (source, a, _, lines), r in zip(entries, future.result(), strict=True):
-        if isinstance(r, BaseException):
-            raise _source_error(source, a, lines, r)
-        result = _shift_lines(r.result, lines.seen)
-        lines.seen += result.lines
-        settled.append(_Validated(source, r.start, r.end - r.start, r.clean, result))
-    return settled
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return "unknown space"
+    return f"{free / 2**20:,.1f} MiB"
 
 
 def _source_error(source: Source, a: int, lines: _LineCount, exc: BaseException) -> BaseException:
     if isinstance(exc, LineTooLongError):
         return line_too_long(source, lines.seen + exc.line, exc.limit)
     if isinstance(exc, FileChangedError):
+        verb = "shrank" if exc.now < exc.planned else "grew"
         return SourceError(
-            f"{source.display}: the file changed while it was read ({exc.planned:,} bytes "
-            f"when the run started, {exc.now:,} now); rerun once nothing writes to it",
+            f"{source.display} {verb} from {exc.planned:,} to {exc.now:,} bytes during the "
+            "load; rerun with --restart (restart=True) to load it as it is now",
             path=source.display,
         )
     if isinstance(exc, OSError):
@@ -457,7 +536,8 @@ def _settle_block(source: Source, chunk: Chunk, future: Future[ChunkResult]) -> 
     if chunk.data and not result.data and result.ends:
         result.data = chunk.data  # the records are the block itself: not sent back
     result = _with_source_rejects(chunk, result)
-    return [_Validated(source, chunk.offset, len(chunk.data), False, result)]
+    nbytes = len(chunk.data) + chunk.skipped
+    return [_Validated(source, chunk.offset, nbytes, False, result)]
 
 
 def _shift_lines(result: ChunkResult, by: int) -> ChunkResult:
@@ -467,8 +547,7 @@ def _shift_lines(result: ChunkResult, by: int) -> ChunkResult:
             result.line_nos = range(nos.start + by, nos.stop + by)
         else:
             result.line_nos = [n + by for n in nos]
-        for reject in result.rejects:
-            reject.line += by
+        result.rejects.shift(by)
     return result
 
 
@@ -477,7 +556,7 @@ def _with_source_rejects(chunk: Chunk, result: ChunkResult) -> ChunkResult:
     each held its place as a blank line, which the validator counted as blank."""
     if chunk.rejects:
         result.blank -= len(chunk.rejects)
-        result.rejects = sorted([*result.rejects, *chunk.rejects], key=lambda r: r.line)
+        result.rejects = result.rejects.merged(chunk.rejects)
     return result
 
 

@@ -59,7 +59,8 @@ def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[An
 def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) -> list[Any]:
     """The sources one remote INPUT stands for: an object, a "directory" (its JSONL files,
     recursively, sorted) or a glob pattern (sorted)."""
-    from ._sources import _JSONL_NAME, Source, _check_format, compression_of, format_of
+    from ._inputs import JSONL_NAME
+    from ._sources import Source, _check_format, compression_of, format_of
 
     fs, path = _filesystem(spec, storage_options)
     try:
@@ -68,7 +69,7 @@ def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) 
             listing = {}
             for p, info in found.items():
                 if info.get("type") == "directory":
-                    listing.update(_files_under(fs, p, _JSONL_NAME))
+                    listing.update(_files_under(fs, p, JSONL_NAME))
                 else:
                     listing[p] = info
             if not listing:
@@ -77,7 +78,7 @@ def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) 
         else:
             info = fs.info(path)
             if info.get("type") == "directory":
-                listing = _files_under(fs, path, _JSONL_NAME)
+                listing = _files_under(fs, path, JSONL_NAME)
                 if not listing:
                     raise SourceError(
                         f"{spec}: no JSONL files under this prefix (looked for *.jsonl, "

@@ -1,42 +1,45 @@
 """Inputs → blocks of whole lines with their origin.
 
-``resolve_inputs`` turns the command line's INPUTs (files, directories, glob patterns, ``-``)
-into an ordered list of :class:`Source`, failing early, before anything is uploaded, on
-inputs that cannot be read. ``iter_chunks`` streams one source as large blocks of whole
-lines (:class:`Chunk`), decompressing by suffix. Both translate OS and codec errors into
-:class:`SourceError` once, here, with a message that says what to do.
+``iter_chunks`` streams one source as large blocks of whole lines (:class:`Chunk`),
+decompressing by suffix; ``resolve_inputs`` (``_inputs``) makes the sources. OS and codec
+errors become :class:`SourceError` once, here, with a message that says what to do.
+
+Opening never hangs past a stop: a FIFO is opened without blocking and waited on while
+``stop`` is watched (a plain ``open`` blocks until a writer appears); a socket is connected
+to and read. Reads themselves may block (a FIFO whose writer is quiet): the loader does not
+wait for a stuck reader after a stop (``_pipeline``).
 """
 
 from __future__ import annotations
 
 import bz2
-import glob
+import errno
 import gzip
+import hashlib
+import io
 import lzma
 import os
 import re
-import stat
 import sys
+import threading
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, cast
 
+__all__ = ["Chunk", "Source", "Stop", "check_unchanged", "iter_chunks", "resolve_inputs"]
+
 import zstandard
 
 from ._config import KiB, MiB
-from ._errors import SourceError
-from ._remote import is_url, open_remote, remote_sources
-from ._validate import Reject
+from ._errors import DiskSpaceError, SourceError
+from ._inputs import Stop, check_unchanged, open_local, resolve_inputs
+from ._rejects import ASIDE, HEAD_TEXT, Rejects, aside_members, too_long
+from ._remote import open_remote
 
-#: What a directory INPUT contributes: JSON lines files, optionally compressed. ``.json``
-#: is included because Spark and many exporters write JSON lines under that name.
-_JSONL_NAME = re.compile(r"\.(?:jsonl|ndjson|json)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE)
 #: Tabular inputs, by the suffix before any compression suffix: each row becomes one line.
 _FORMAT_BY_SUFFIX = {".parquet": "parquet", ".csv": "csv"}
-#: Directories contribute JSONL files only (the contract); these are named in a hint.
-_TABULAR_NAME = re.compile(r"\.(?:parquet|csv(?:\.(?:gz|bz2|xz|zst))?)$", re.IGNORECASE)
 _COMPRESSION_BY_SUFFIX = {".gz": "gz", ".bz2": "bz2", ".xz": "xz", ".zst": "zst"}
 _CODEC_NAME = {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "zst": "zstd"}
 _BOM = b"\xef\xbb\xbf"
@@ -87,9 +90,27 @@ class Chunk:
     data: bytes
     first_line: int
     offset: int
-    #: Lines judged while reading (a CSV row with the wrong number of fields): each one's
-    #: place in ``data`` is a blank line, so later lines keep their numbers.
-    rejects: tuple[Reject, ...] = ()
+    #: Lines judged while reading (a CSV row with the wrong number of fields, a line too
+    #: long for a shard): each one's place in ``data`` is a blank line, so later lines keep
+    #: their numbers.
+    rejects: Rejects | None = None
+    #: Bytes of the stream this chunk stands for beyond ``data`` (a line set aside).
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LongLines:
+    """Where lines longer than a shard go: streamed to a file each, never held in memory
+    (such a line can never be uploaded; the file keeps it, so nothing is lost)."""
+
+    directory: Path
+    #: A line longer than this, with its newline, is set aside.
+    max_bytes: int
+
+    def path_for(self, display: str, line: int) -> Path:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", display)[-80:]
+        tag = hashlib.md5(display.encode(), usedforsecurity=False).hexdigest()[:8]
+        return self.directory / f"{name}.{tag}.line-{line}"
 
 
 def compression_of(name: str) -> str | None:
@@ -103,139 +124,6 @@ def format_of(name: str) -> str:
     return _FORMAT_BY_SUFFIX.get(os.path.splitext(base)[1].lower(), "jsonl")
 
 
-def resolve_inputs(
-    specs: Sequence[str], *, storage_options: Mapping[str, Any] | None = None
-) -> list[Source]:
-    """Expand INPUTs into sources, in the order given; directories and globs sorted.
-
-    ``scheme://`` INPUTs (``s3://``, ``gs://``, ``https://`` …) are read through fsspec,
-    with ``storage_options`` for its file system. Raises SourceError for a missing path,
-    an unreadable file, a directory without JSONL files, a pattern matching nothing, ``-``
-    given twice, or one file named twice (it would be uploaded twice).
-    """
-    if not specs:
-        raise SourceError("no INPUT given; name files, directories, glob patterns or -")
-    sources: list[Source] = []
-    seen: dict[tuple[int, int], str] = {}  # (device, inode) -> display, to catch repeats
-    urls: set[str] = set()
-    stdin_seen = False
-    for spec in specs:
-        if spec == "-":
-            if stdin_seen:
-                raise SourceError("standard input (-) can be given only once", path="-")
-            stdin_seen = True
-            sources.append(Source("-", None, None, None, None))
-            continue
-        if is_url(spec):
-            for source in remote_sources(spec, storage_options):
-                if source.url in urls:
-                    raise SourceError(
-                        f"{source.display} is named twice; it would be uploaded twice. "
-                        "Name each object once.",
-                        path=source.display,
-                    )
-                urls.add(source.url or "")
-                sources.append(source)
-            continue
-        for display in _expand(spec):
-            source, key = _stat_source(display)
-            if key in seen:
-                first = seen[key]
-                same = "is named twice" if first == display else f"and {first} are the same file"
-                raise SourceError(
-                    f"{display} {same}; it would be uploaded twice. Name each file once.",
-                    path=display,
-                )
-            seen[key] = display
-            sources.append(source)
-    return sources
-
-
-def _expand(spec: str) -> list[str]:
-    """The file paths one INPUT stands for, as they will be displayed."""
-    if os.path.isdir(spec):
-        files = _jsonl_files(spec)
-        if not files:
-            tabular = _jsonl_files(spec, _TABULAR_NAME)
-            hint = (
-                f"; it holds {len(tabular)} Parquet/CSV file(s): name them with a glob "
-                f"such as '{os.path.join(spec, '**', '*' + os.path.splitext(tabular[0])[1])}'"
-                if tabular
-                else ""
-            )
-            raise SourceError(
-                f"{spec}: no JSONL files in this directory (looked recursively for *.jsonl, "
-                "*.ndjson and *.json, optionally .gz/.bz2/.xz/.zst; hidden files are "
-                f"skipped){hint or '; name the files or a glob pattern instead'}",
-                path=spec,
-            )
-        return files
-    if os.path.exists(spec):
-        return [spec]
-    if not glob.has_magic(spec):
-        raise SourceError(f"{spec}: no such file or directory", path=spec)
-    found: dict[str, None] = {}  # ordered set: `data/**` reaches a file both ways
-    for match in sorted(glob.glob(spec, recursive=True)):
-        for path in _jsonl_files(match) if os.path.isdir(match) else [match]:
-            found.setdefault(path)
-    if not found:
-        raise SourceError(
-            f"{spec}: the pattern matches no files (quote it so the shell does not expand it; "
-            "use ** for subdirectories)",
-            path=spec,
-        )
-    return list(found)
-
-
-def _jsonl_files(directory: str, names: re.Pattern[str] = _JSONL_NAME) -> list[str]:
-    """JSONL files (or others, by ``names``) under ``directory``, recursively, sorted by
-    path; hidden ones skipped."""
-
-    def fail(exc: OSError) -> None:
-        raise SourceError(
-            f"cannot read directory {exc.filename}: {exc.strerror}; check its permissions",
-            path=str(exc.filename),
-        ) from exc
-
-    found: list[tuple[tuple[str, ...], str]] = []
-    for root, dirs, files in os.walk(directory, onerror=fail):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        rel = os.path.relpath(root, directory)
-        parts = () if rel == os.curdir else tuple(rel.split(os.sep))
-        for name in files:
-            if not name.startswith(".") and names.search(name):
-                # Sort by path components, so that "a/b/x" and "a-c/y" order by directory.
-                found.append(((*parts, name), os.path.join(directory, *parts, name)))
-    found.sort()
-    return [path for _, path in found]
-
-
-def _stat_source(display: str) -> tuple[Source, tuple[int, int]]:
-    try:
-        st = os.stat(display)
-    except FileNotFoundError as exc:  # a dangling symlink, or removed since the listing
-        raise SourceError(f"{display}: no such file", path=display) from exc
-    except OSError as exc:
-        raise SourceError(f"{display}: cannot read it: {exc.strerror}", path=display) from exc
-    if not os.access(display, os.R_OK):
-        raise SourceError(
-            f"{display}: permission denied; check the file's permissions (chmod +r)",
-            path=display,
-        )
-    regular = stat.S_ISREG(st.st_mode)
-    source = Source(
-        display=display,
-        path=Path(display),
-        compression=compression_of(display),
-        # A FIFO such as <(zcat x.gz) has no meaningful size.
-        size=st.st_size if regular else None,
-        mtime_ns=st.st_mtime_ns if regular else None,
-        format=format_of(display),
-    )
-    _check_format(source)
-    return source, (st.st_dev, st.st_ino)
-
-
 def _check_format(source: Source) -> None:
     if source.format == "parquet" and source.compression is not None:
         raise SourceError(
@@ -243,6 +131,10 @@ def _check_format(source: Source) -> None:
             "only uncompressed (decompress it and drop the suffix)",
             path=source.display,
         )
+
+
+#: A line set aside is copied in pieces of this size.
+_COPY = 1 * MiB
 
 
 class _Readable(Protocol):
@@ -409,33 +301,36 @@ def _fill(stream: _Readable, view: memoryview) -> int:
 
 
 def iter_chunks(
-    source: Source, block_size: int = 8 * MiB, *, max_line_bytes: int | None = None
+    source: Source,
+    block_size: int = 8 * MiB,
+    *,
+    max_line_bytes: int | None = None,
+    stop: threading.Event | None = None,
+    long_lines: LongLines | None = None,
 ) -> Iterator[Chunk]:
     """Stream ``source`` as blocks of about ``block_size`` bytes of whole lines.
 
     A line longer than a block is accumulated whole, up to ``max_line_bytes`` if given:
     past that, SourceError, rather than holding a whole file without newlines (a single
-    JSON document, or old Mac CR line ends) in memory. A UTF-8 BOM at the very start is
+    JSON document, or old Mac CR line ends) in memory. With ``long_lines``, a line longer
+    than its ``max_bytes`` is streamed to a file instead and stands in its chunk as a blank
+    line with a reject (``Chunk.rejects``). A UTF-8 BOM at the very start is
     dropped. Raises SourceError for binary or mislabelled files, corrupt or truncated
     compressed data and I/O errors, naming the file and what to do.
     """
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     limit = max_line_bytes
+    raw: io.BufferedReader
     if source.url is not None:
         raw = open_remote(source)
     elif source.path is None:
         # typeshed calls it BinaryIO, which omits readinto; it is a BufferedReader.
         stdin = sys.stdin.buffer
-        yield from _chunks(source, stdin, cast(_Readable, stdin), block_size, limit)
+        yield from _chunks(source, stdin, cast(_Readable, stdin), block_size, limit, long_lines)
         return
     else:
-        try:
-            raw = open(source.path, "rb")  # noqa: SIM115 -- closed in the finally below
-        except OSError as exc:
-            raise SourceError(
-                f"{source.display}: cannot open it: {exc.strerror}", path=source.display
-            ) from exc
+        raw = open_local(source, stop)
     try:
         if source.format == "parquet":
             from ._tabular import parquet_chunks
@@ -455,8 +350,10 @@ def iter_chunks(
                 except OSError as exc:
                     raise _read_error(source, raw, exc, 0, 1) from exc
             yield from _csv(source, raw, block_size, limit)
+            check_unchanged(source, os.fstat(raw.fileno()) if source.url is None else None)
             return
-        yield from _chunks(source, raw, _open(source, raw), block_size, limit)
+        yield from _chunks(source, raw, _open(source, raw), block_size, limit, long_lines)
+        check_unchanged(source, os.fstat(raw.fileno()) if source.url is None else None)
     finally:
         raw.close()
 
@@ -482,7 +379,12 @@ def _count_newlines(data: bytes) -> int:
 
 
 def _chunks(
-    source: Source, raw: BinaryIO, stream: _Readable, block_size: int, max_line: int | None
+    source: Source,
+    raw: BinaryIO,
+    stream: _Readable,
+    block_size: int,
+    max_line: int | None,
+    aside: LongLines | None = None,
 ) -> Iterator[Chunk]:
     # One reusable read buffer: a fresh 8 MiB bytes object per read costs page faults (see
     # PERF-NOTES); the carried tail of a cut line is moved to its front.
@@ -496,6 +398,7 @@ def _chunks(
     offset = 0
     line = 1
     start = -1  # where the data starts in buf (past a BOM); -1 until the head is checked
+    searched = 0  # buf[:searched] holds no newline after start
     while True:
         view = memoryview(buf)
         try:
@@ -509,7 +412,9 @@ def _chunks(
             _check_text_head(source, bytes(buf[: min(fill, _HEAD)]))
             start = offset = len(_BOM) if buf.startswith(_BOM) else 0
         eof = fill < len(buf)
-        cut = fill if eof else buf.rfind(b"\n", start, fill) + 1
+        # A long line's first part was searched already: look for its end in the new part.
+        cut = fill if eof else buf.rfind(b"\n", max(start, searched), fill) + 1
+        searched = fill
         if cut > start:
             with memoryview(buf) as view:
                 data = bytes(view[start:cut])  # one copy; bytes(buf[a:b]) would make two
@@ -519,12 +424,27 @@ def _chunks(
         if eof:
             return
         if cut <= start:
-            # No newline in a full buffer: one line longer than a block. Grow and keep it.
+            # No newline in a full buffer: one line longer than a block.
+            if aside is not None and fill - start > aside.max_bytes:
+                chunk, rest = _set_aside(source, raw, stream, buf, start, fill, line, offset,
+                                         aside, max_line)  # fmt: skip
+                yield chunk
+                line += 1
+                offset += len(chunk.data) + chunk.skipped
+                start, fill, searched = 0, len(rest), 0
+                buf[:fill] = rest
+                continue
             if max_line is not None and fill - start > max_line:
                 raise line_too_long(source, line, max_line)
-            buf.extend(bytearray(len(buf)))
+            # Grow and keep it, a block at a time (extending by a zeroed block costs that block
+            # on top: doubling a 32 MiB buffer peaked at 96 MiB), and never past what a
+            # shard can take (then it goes aside).
+            grown = len(buf) + block_size
+            if aside is not None:
+                grown = min(grown, start + aside.max_bytes + 1)
+            buf.extend(bytes(grown - len(buf)))
             continue
-        start = 0
+        start = searched = 0
         tail = fill - cut
         if len(buf) > block_size and tail < block_size:
             # Give back the memory a long line needed.
@@ -533,6 +453,95 @@ def _chunks(
         else:
             buf[:tail] = buf[cut:fill]
         fill = tail
+
+
+def _set_aside(
+    source: Source,
+    raw: BinaryIO,
+    stream: _Readable,
+    buf: bytearray,
+    start: int,
+    fill: int,
+    line: int,
+    offset: int,
+    aside: LongLines,
+    max_line: int | None,
+) -> tuple[Chunk, bytes]:
+    """Stream the line at ``buf[start:fill]`` and the rest of it from ``stream`` to its own
+    file, through ``buf``; its placeholder chunk, and the bytes read past its end."""
+    path = aside.path_for(source.display, line)
+    head = bytes(buf[start : start + HEAD_TEXT])
+    length = 0
+    newline = 0
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as out:
+            piece = memoryview(buf)[start:fill]
+            while True:
+                nl = buf.find(b"\n", start, start + len(piece))
+                if nl >= 0:
+                    out.write(piece[: nl - start])
+                    length += nl - start
+                    rest, newline = bytes(piece[nl - start + 1 :]), 1
+                    break
+                out.write(piece)
+                length += len(piece)
+                piece.release()
+                if max_line is not None and length > max_line:
+                    raise line_too_long(source, line, max_line)
+                try:
+                    n = _fill(stream, memoryview(buf))
+                except (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
+                    raise _read_error(source, raw, exc, offset + length, line) from exc
+                if not n:
+                    rest = b""
+                    break
+                start, piece = 0, memoryview(buf)[:n]
+            piece.release()
+    except SourceError:
+        path.unlink(missing_ok=True)
+        raise
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskSpaceError(
+                f"the disk is full: cannot save line {line:,} of {source.display} "
+                f"({length:,} bytes so far) to {path}. Free some space, then rerun the same "
+                "command to resume"
+            ) from None
+        raise
+    rejects = Rejects()
+    error = too_long(length + newline, aside.max_bytes, str(path))
+    rejects.add(line, error, aside_members(str(path), length, head), ASIDE)
+    return Chunk(b"\n", line, offset, rejects, skipped=length + newline - 1), rest
+
+
+def copy_aside(source: Source, start: int, end: int, line: int, aside: LongLines) -> Rejects:
+    """Copy the line at bytes ``start..end`` of a plain file (its newline, if any, last) to
+    its own file, a MiB at a time; the reject that says where it went (line ``line``)."""
+    assert source.path is not None
+    path = aside.path_for(source.display, line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = b""
+    with open(source.path, "rb") as f, open(path, "wb") as out:
+        fd = f.fileno()
+        pos = start
+        while pos < end:
+            piece = os.pread(fd, min(_COPY, end - pos), pos)
+            if not piece:
+                raise SourceError(
+                    f"{source.display} shrank during the load (line {line:,} ends at byte "
+                    f"{end:,}, the file at {pos:,}); rerun with --restart (restart=True)",
+                    path=source.display,
+                )
+            head = head or piece[:HEAD_TEXT]
+            pos += len(piece)
+            out.write(piece[:-1] if pos == end and piece.endswith(b"\n") else piece)
+        length = out.tell()
+    rejects = Rejects()
+    error = too_long(end - start, aside.max_bytes, str(path))
+    rejects.add(line, error, aside_members(str(path), length, head), ASIDE)
+    return rejects
 
 
 def _read_error(

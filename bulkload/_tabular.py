@@ -1,4 +1,10 @@
-"""Parquet and CSV inputs → the same blocks of JSON lines that JSONL inputs give.
+"""Parquet and CSV inputs, and records from a cursor → the JSON lines JSONL inputs give.
+
+``record_line`` maps the values of ``Loader.load_records`` (rows of a database cursor) as
+Parquet values are mapped: ``Decimal`` to a string with every digit, ``bytes`` to base64,
+``datetime`` to ISO 8601 with zone (naive is UTC, written ``Z``), ``date``/``time``/``UUID``
+to their text; a value with no JSON form (a set, ``Decimal('NaN')``) is a reject that names
+its field.
 
 Each row becomes one JSON object on one line; a block (:class:`Chunk`) holds a batch of
 rows, and its line numbers are row numbers (1-based data rows: a CSV header is not
@@ -37,14 +43,16 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
 from ._errors import SourceError
-from ._validate import Reject
+from ._rejects import Rejects
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -100,7 +108,7 @@ def parquet_chunks(source: Source, raw: BinaryIO, block_size: int) -> Iterator[C
     try:
         for batch in pf.iter_batches(batch_size=rows):
             data, rejects = _batch_lines(batch, row)
-            yield Chunk(data, row, offset, tuple(rejects))
+            yield Chunk(data, row, offset, rejects)
             row += batch.num_rows
             offset += len(data)
     except (pa.ArrowException, OSError) as exc:
@@ -122,7 +130,7 @@ def _check_names(where: str, names: list[str]) -> None:
         seen.add(name)
 
 
-def _batch_lines(batch: pa.RecordBatch, first_row: int) -> tuple[bytes, list[Reject]]:
+def _batch_lines(batch: pa.RecordBatch, first_row: int) -> tuple[bytes, Rejects | None]:
     names = batch.schema.names
     columns = [jsonable(col) for col in batch.columns]
     try:
@@ -136,21 +144,21 @@ def _batch_lines(batch: pa.RecordBatch, first_row: int) -> tuple[bytes, list[Rej
         return _rows_one_by_one(names, columns, first_row)
     dumps, option = orjson.dumps, _JSON_OPTIONS
     if not values:  # no columns at all: every row is an empty object
-        return b"{}\n" * batch.num_rows, []
+        return b"{}\n" * batch.num_rows, None
     return b"".join(
         [
             dumps(dict(zip(names, row, strict=True)), option=option)
             for row in zip(*values, strict=True)
         ]
-    ), []
+    ), None
 
 
 def _rows_one_by_one(
     names: list[str], columns: list[pa.Array], first_row: int
-) -> tuple[bytes, list[Reject]]:
+) -> tuple[bytes, Rejects | None]:
     """The slow path for a batch in which a map repeats a key: reject just those rows."""
     lines: list[bytes] = []
-    rejects: list[Reject] = []
+    rejects = Rejects()
     for i in range(len(columns[0])):
         row = {name: col.slice(i, 1) for name, col in zip(names, columns, strict=True)}
         try:
@@ -161,7 +169,7 @@ def _rows_one_by_one(
             raw = orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
             found = re.search(r"duplicate key was (.+?)\)", str(exc.args[0] if exc.args else ""))
             key = f" {found.group(1)}" if found else ""
-            rejects.append(Reject(first_row + i, f"a map repeats the key{key}", raw))
+            rejects.add(first_row + i, f"a map repeats the key{key}", raw)
             lines.append(_PLACEHOLDER)
     return b"".join(lines), rejects
 
@@ -350,7 +358,7 @@ def csv_chunks(
     offset = 0
     pieces: list[bytes] = []
     size = 0
-    rejects: list[Reject] = []
+    rejects = Rejects()
     while True:
         error = None
         try:
@@ -371,17 +379,19 @@ def csv_chunks(
                 error = "invalid UTF-8"
         if error is not None:
             body = raw.encode("utf-8", "surrogateescape").rstrip(b"\r\n")
-            rejects.append(Reject(row, error, body))
+            rejects.add(row, error, body)
         pieces.append(line)
         size += len(line)
         row += 1
-        if size >= block_size:
+        # Rejected rows count at their raw size: a file of bad rows must not pile up a
+        # block's worth of placeholders (one byte each) before it is handed on.
+        if size + rejects.nbytes >= block_size:
             data = b"".join(pieces)
-            yield Chunk(data, first, offset, tuple(rejects))
+            yield Chunk(data, first, offset, rejects or None)
             offset += len(data)
-            pieces, size, rejects, first = [], 0, [], row
+            pieces, size, rejects, first = [], 0, Rejects(), row
     if pieces:
-        yield Chunk(b"".join(pieces), first, offset, tuple(rejects))
+        yield Chunk(b"".join(pieces), first, offset, rejects or None)
 
 
 def table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
@@ -399,3 +409,74 @@ def table_rows(table: pa.Table) -> Iterator[dict[str, Any]]:
             continue
         for row in zip(*values, strict=True):
             yield dict(zip(names, row, strict=True))
+
+
+# -- rows from a database cursor (Loader.load_records) ----------------------------------------
+
+#: As Parquet rows are mapped: naive datetimes are UTC and UTC is written Z; keys that
+#: are not strings become strings.
+_RECORD_OPTIONS = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS
+
+
+def _record_default(value: Any) -> Any:
+    """The JSON form of the types orjson leaves to us (see README, "Input and line rules")."""
+    if isinstance(value, Decimal) and value.is_finite():
+        return format(value, "f")  # every digit and the scale, never an exponent: "12.3400"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def record_line(record: Any) -> tuple[bytes, str | None]:
+    """One record as a JSON line (with its ``\\n``), or a placeholder blank line and why it
+    has no JSON form, naming the field: ``"price: Decimal('NaN') is not JSON"``."""
+    try:
+        return orjson.dumps(record, default=_record_default, option=_RECORD_OPTIONS) + b"\n", None
+    except TypeError:  # orjson.JSONEncodeError included
+        pass
+    fault = _fault(record, "")
+    if fault is not None:
+        return _PLACEHOLDER, fault
+    # Only integers beyond 64 bits are left, which orjson refuses and JSON allows: the
+    # stdlib writes every digit.
+    text = json.dumps(_plain(record), ensure_ascii=False, separators=(",", ":"))
+    return text.encode() + b"\n", None
+
+
+def _fault(value: Any, path: str) -> str | None:
+    """The first value under ``value`` that has no JSON form, as ``path: why``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _fault(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _fault(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    where = path or "the record"
+    if isinstance(value, set | frozenset):
+        return f"{where}: {type(value).__name__} is not JSON; pass a list"
+    if isinstance(value, Decimal) and not value.is_finite():
+        return f"{where}: {value!r} is not JSON"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None  # beyond 64 bits: written by the stdlib
+    try:
+        orjson.dumps(value, default=_record_default, option=_RECORD_OPTIONS)
+    except TypeError as exc:
+        return f"{where}: {exc}"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with everything but containers and integers in its JSON form already."""
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return orjson.loads(orjson.dumps(value, default=_record_default, option=_RECORD_OPTIONS))

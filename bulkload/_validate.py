@@ -10,16 +10,16 @@ Two tiers keep it both fast and exact:
    changing, the block goes up as it is: no per-line Python work beyond the decode call.
 2. **Careful path**, per line, for any block the fast path declines (a bad or blank line, a
    record to edit for ``--id-field``/``--coerce-id``, a line over the size limit). Lines
-   msgspec rejects get a second opinion from :func:`_scan`, a small iterative JSON grammar
-   checker, which also words the error. It exists because msgspec refuses some valid JSON:
-   nesting deeper than the recursion limit (a 1,000-level object is a valid record), and
-   lone-surrogate escapes such as ``"\\ud800"``.
+   msgspec rejects get a second opinion from :func:`scan` (``_jsonscan``), a small iterative
+   JSON grammar checker, which also words the error. It exists because msgspec refuses some
+   valid JSON: nesting deeper than the recursion limit (a 1,000-level object is a valid
+   record).
 
-Lone surrogates: ``"\\ud800"`` is legal JSON grammar (RFC 8259 §8.2 only warns that parsers
-behave unpredictably), and the contract says strings keep every character, so such a string
-in an ordinary field is accepted and uploaded unchanged. In the id it is a reject: an id is
-a key SafetyKit stores and reports results by, and a lone surrogate cannot be encoded in
-UTF-8, so it would not survive the round trip.
+Both paths also apply SafetyKit's own limits (``_jsonscan``): numbers that fit a double,
+no unpaired surrogate escape such as ``"\\ud800"`` anywhere, at most 1,024 levels of
+nesting. Such lines are legal JSON grammar, but the server refuses the whole request that
+holds one, so they are rejects here. (Until this rule, a lone surrogate was accepted outside
+the id; one such line cost a whole shard of up to 100,000 records.)
 
 ``--id-field``/``--coerce-id`` edit records surgically: the ``id`` member's value is
 replaced (or ``"id":…,`` inserted after the opening brace) and every other byte is kept, so
@@ -28,7 +28,6 @@ floats like ``1.10`` and integers beyond 64 bits elsewhere in the record are unc
 
 from __future__ import annotations
 
-import base64
 import codecs
 import functools
 import io
@@ -41,9 +40,22 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
-import orjson
 
 from ._config import KiB, MiB
+from ._jsonscan import (
+    _INTEGER,
+    _KINDS,
+    _NUMBER_STARTS,
+    _NUMBER_TAILS,
+    _STRING,
+    JsonError,
+    Refused,
+    refused_lines,
+    risky,
+    scan,
+    skip,
+)
+from ._rejects import TOO_LONG, Ids, Rejects
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,21 +68,14 @@ class ValidateOptions:
 
 
 @dataclass(slots=True)
-class Reject:
-    line: int
-    error: str
-    raw: bytes  # the original line exactly, without its trailing b"\n"
-
-
-@dataclass(slots=True)
 class ChunkResult:
     data: bytes  # the records' upload bytes, each ending in b"\n"
     ends: list[int]  # exclusive end offset of each record in data
     line_nos: Sequence[int]  # a range when every line is a record
-    rejects: list[Reject]
+    rejects: Rejects
     blank: int
     lines: int
-    ids: list[str] | None
+    ids: Ids | None
 
 
 class _Id(msgspec.Struct, gc=False):  # gc=False: nothing to trace, cheaper to allocate
@@ -92,14 +97,37 @@ _UTF8_SLICE = 16 * KiB
 @functools.lru_cache(maxsize=8)
 def _raw_decoder(id_field: str) -> msgspec.json.Decoder[Any]:
     """A decoder that returns the id field's value as raw JSON text (msgspec.Raw), and
-    whether the record also has an ``id`` member (only needed when they differ)."""
-    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("key", msgspec.Raw)]
+    whether the record also has an ``id`` member (only needed when they differ). For a
+    dotted field (``user.id``) the key itself is optional, and ``head`` is the value of its
+    first part (``user``), to look into when the record has no key with the dot in it."""
+    dotted = "." in id_field
+    key: Any = msgspec.Raw | msgspec.UnsetType if dotted else msgspec.Raw
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = (
+        [("key", key, msgspec.UNSET)] if dotted else [("key", key)]
+    )
     rename = {"key": id_field}
     if id_field != "id":
         fields.append(("orig", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET))
         rename["orig"] = "id"
+    if dotted:
+        fields.append(("head", msgspec.Raw | msgspec.UnsetType, msgspec.UNSET))
+        rename["head"] = id_field.split(".", 1)[0]
     struct = msgspec.defstruct("_IdRaw", fields, rename=rename, gc=False)
     return msgspec.json.Decoder(struct)
+
+
+def _dig(value: bytes | None, path: str) -> bytes | None:
+    """The raw value at the dotted ``path`` inside the raw JSON ``value`` (one member per
+    part, each an object's); None if a part is missing or not inside an object."""
+    for part in path.split("."):
+        if value is None:
+            return None
+        kind, _, members = scan(value)
+        if kind != b"{":
+            return None
+        found = [(a, z) for key, a, z in members if _key_text(key) == part]
+        value = value[found[-1][0] : found[-1][1]] if found else None
+    return value
 
 
 def validate_chunk(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult:
@@ -139,16 +167,21 @@ def _fast(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult | 
     if body.endswith(b"\r"):
         return None
     decode = _ID_DECODER.decode
-    ids: list[str] | None = None
+    ids: Ids | None = None
     try:
         if opts.collect_ids:
-            ids = [decode(line).id for line in io.BytesIO(body)]
+            ids = Ids()
+            add = ids.append
+            for line in io.BytesIO(body):
+                add(decode(line).id)
         else:
             for line in io.BytesIO(body):
                 decode(line)
     except _DECODE_ERRORS:
         return None
     ends = list(itertools.accumulate(map(len, io.BytesIO(body))))
+    if refused_lines(body, ends):
+        return None
     if body and not body.endswith(b"\n"):
         body += b"\n"
         ends[-1] += 1
@@ -157,7 +190,7 @@ def _fast(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult | 
         if max(sizes) > opts.max_record_bytes:
             return None
     lines = range(first_line, first_line + len(ends))
-    return ChunkResult(body, ends, lines, [], 0, len(ends), ids)
+    return ChunkResult(body, ends, lines, Rejects(), 0, len(ends), ids)
 
 
 def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bool) -> ChunkResult:
@@ -166,8 +199,8 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
     parts: list[bytes] = []
     ends: list[int] = []
     line_nos: list[int] = []
-    rejects: list[Reject] = []
-    ids: list[str] | None = [] if opts.collect_ids else None
+    rejects = Rejects()
+    ids = Ids() if opts.collect_ids else None
     blank = size = index = 0
     for index, line in enumerate(io.BytesIO(data)):
         no = first_line + index
@@ -182,15 +215,25 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
             except _DECODE_ERRORS:
                 verdict = _second_opinion(body, opts)
             else:
-                token = bytes(st.key)
-                orig = st.orig if edits else token
-                id_token = None if orig is msgspec.UNSET else bytes(orig)
-                verdict = _judge(body, token, opts, id_token, None)
+                if risky(body):  # msgspec skipped a number or a depth SafetyKit may refuse
+                    verdict = _second_opinion(body, opts)
+                else:
+                    key = st.key
+                    if key is msgspec.UNSET:  # a dotted --id-field: look inside its head
+                        head = None if st.head is msgspec.UNSET else bytes(st.head)
+                        token = _dig(head, opts.id_field.split(".", 1)[1])
+                    else:
+                        token = bytes(key)
+                    if not edits:
+                        id_token = token
+                    else:
+                        id_token = None if st.orig is msgspec.UNSET else bytes(st.orig)
+                    verdict = _judge(body, token, opts, id_token, None)
         if verdict is None:
             blank += 1
             continue
         if isinstance(verdict, str):
-            rejects.append(Reject(no, verdict, raw))
+            rejects.add(no, verdict, raw)
             continue
         record, record_id = verdict
         out = line if record is raw and line.endswith(b"\n") else record + b"\n"
@@ -199,7 +242,7 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
                 f"line is {len(out):,} bytes, more than the shard size "
                 f"{opts.max_record_bytes:,}; raise --shard-size"
             )
-            rejects.append(Reject(no, error, raw))
+            rejects.add(no, error, raw, TOO_LONG)  # the reader saves it to a file
             continue
         parts.append(out)
         size += len(out)
@@ -228,26 +271,33 @@ def _second_opinion(body: bytes, opts: ValidateOptions) -> str | tuple[bytes, st
     if stripped.startswith(b"\xef\xbb\xbf"):
         return "byte order mark in the middle of the file"
     try:
-        kind, end, members = _scan(body)
-    except _JsonError as exc:
+        kind, end, members = scan(body)
+    except Refused as exc:
+        return f"{exc.message}, at column {_column(body, exc.pos)}"
+    except JsonError as exc:
         return f"invalid JSON at column {_column(body, exc.pos)}: {exc.message}"
     if kind != b"{":
         return f"expected a JSON object, got {_KINDS[kind]}"
-    rest = _skip(body, end)
+    rest = skip(body, end)
     if rest < len(body):
         column = _column(body, rest)
         try:
-            _scan(body[rest:])
-        except _JsonError:
+            scan(body[rest:])
+        except JsonError:
             return f"unexpected text after the JSON object, at column {column}"
         return f"a second JSON value after the object, at column {column}"
-    token = id_token = None
+    token = id_token = head = None
+    first = opts.id_field.split(".", 1)[0]
     for key, start, stop in members:  # the last wins, as in msgspec and most parsers
         name = _key_text(key)
         if name == opts.id_field:
             token = body[start:stop]
         if name == "id":
             id_token = body[start:stop]
+        if name == first:
+            head = body[start:stop]
+    if token is None and first != opts.id_field:  # a dotted --id-field: look inside
+        token = _dig(head, opts.id_field.split(".", 1)[1])
     return _judge(body, token, opts, id_token, members)
 
 
@@ -323,7 +373,7 @@ def _id_span(
         if len(found) == 1 and _is_top_level(body, found[0]):
             return found[0], found[0] + len(token)
     if members is None:
-        members = _scan(body)[2]
+        members = scan(body)[2]
     return [(start, stop) for key, start, stop in members if _key_text(key) == "id"][-1]
 
 
@@ -365,178 +415,4 @@ def _column(body: bytes, pos: int) -> int:
     return len(body[:pos].decode("utf-8", "replace")) + 1
 
 
-def reject_json(source: str, reject: Reject) -> bytes:
-    """One line of rejects.jsonl, ending in ``\\n``; a line that is not UTF-8 is kept
-    exactly as ``raw_base64`` (``raw`` is then null)."""
-    record: dict[str, Any] = {"source": source, "line": reject.line, "error": reject.error}
-    try:
-        record["raw"] = reject.raw.decode("utf-8")
-    except UnicodeDecodeError:
-        record["raw"] = None
-        record["raw_base64"] = base64.b64encode(reject.raw).decode("ascii")
-    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
-
-
-# -- The second opinion: an iterative JSON grammar checker (RFC 8259) -------------------
-
-_WS = re.compile(rb"[ \t\n\r]*+")
-# Possessive quantifiers: a failed match must not backtrack exponentially on long strings.
-_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"')
-_STRING_BODY = re.compile(rb'(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+')
-_NUMBER = re.compile(rb"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][+-]?+[0-9]++)?+")
-_INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]*)")
 _ID_KEY = re.compile(rb'"id"[ \t\n\r]*+:[ \t\n\r]*+')
-_NUMBER_STARTS = frozenset(bytes([c]) for c in b"-0123456789")
-#: A number the regex matched only a prefix of, such as 01, 1., 1e or 1-, is invalid.
-_NUMBER_TAILS = frozenset(bytes([c]) for c in b"0123456789.eE+-")
-_LITERALS = {ord("t"): b"true", ord("f"): b"false", ord("n"): b"null"}
-_KINDS = {
-    b"{": "an object",
-    b"[": "an array",
-    b'"': "a string",
-    b"t": "a boolean",
-    b"f": "a boolean",
-    b"n": "null",
-    **{c: "a number" for c in _NUMBER_STARTS},
-}
-
-
-class _JsonError(Exception):
-    def __init__(self, pos: int, message: str) -> None:
-        super().__init__(message)
-        self.pos = pos
-        self.message = message
-
-
-def _scan(b: bytes) -> tuple[bytes, int, list[tuple[bytes, int, int]]]:
-    """Check that ``b`` starts, after whitespace, with one valid JSON value.
-
-    Iterative, so any depth is fine. Returns the value's first byte (its kind), the offset
-    just after it and, for an object, its top-level members as (key token, value start,
-    value end). Raises _JsonError at the first error.
-    """
-    n = len(b)
-    stack = bytearray()  # b"{" or b"[" for each open container
-    members: list[tuple[bytes, int, int]] = []
-    key = b""
-    value_start = 0
-    pos = _skip(b, 0)
-    kind = b[pos : pos + 1]
-    while True:
-        # A value starts at pos.
-        if pos >= n:
-            raise _JsonError(pos, "the line ends where a value should be")
-        c = b[pos]
-        if c == 0x7B or c == 0x5B:  # { [
-            stack.append(c)
-            pos = _skip(b, pos + 1)
-            if b[pos : pos + 1] == (b"}" if c == 0x7B else b"]"):
-                stack.pop()
-                pos += 1
-            else:
-                if c == 0x7B:
-                    pos, found = _key(b, pos)
-                    if len(stack) == 1:
-                        key, value_start = found, pos
-                continue
-        elif c == 0x22:  # "
-            match = _STRING.match(b, pos)
-            if match is None:
-                raise _string_error(b, pos)
-            pos = match.end()
-        elif c in _LITERALS:
-            literal = _LITERALS[c]
-            if not b.startswith(literal, pos):
-                if b[pos : pos + 3].lower() == b"nan":
-                    raise _JsonError(pos, "NaN is not valid JSON")
-                raise _JsonError(pos, f"invalid literal (expected {literal.decode()})")
-            pos += len(literal)
-        elif c in b"-0123456789":
-            match = _NUMBER.match(b, pos)
-            if b.startswith(b"-Infinity", pos):
-                raise _JsonError(pos, "-Infinity is not valid JSON")
-            if match is None or b[match.end() : match.end() + 1] in _NUMBER_TAILS:
-                raise _JsonError(pos, "invalid number")
-            pos = match.end()
-        else:
-            raise _JsonError(pos, _unexpected(b, pos))
-        # A value ends at pos: close the containers it completes.
-        while True:
-            if not stack:
-                return kind, pos, members
-            top = stack[-1]
-            if len(stack) == 1 and top == 0x7B:
-                members.append((key, value_start, pos))
-            pos = _skip(b, pos)
-            what = "object" if top == 0x7B else "array"
-            if pos >= n:
-                raise _JsonError(pos, f"the line ends before the {what} is closed")
-            c = b[pos]
-            if c == 0x2C:  # ,
-                pos = _skip(b, pos + 1)
-                if top == 0x7B:
-                    pos, found = _key(b, pos)
-                    if len(stack) == 1:
-                        key, value_start = found, pos
-                elif b[pos : pos + 1] == b"]":
-                    raise _JsonError(pos, "trailing comma before ']'")
-                break
-            if c == (0x7D if top == 0x7B else 0x5D):
-                stack.pop()
-                pos += 1
-                continue
-            close = "}" if top == 0x7B else "]"
-            raise _JsonError(pos, f"expected ',' or '{close}' in an {what}, found {_char(b, pos)}")
-
-
-def _skip(b: bytes, pos: int) -> int:
-    """Past the whitespace at pos."""
-    return _WS.match(b, pos).end()  # type: ignore[union-attr]  # *+ always matches
-
-
-def _key(b: bytes, pos: int) -> tuple[int, bytes]:
-    """Parse ``"key" :`` at pos; return where the value starts, and the key token."""
-    if b[pos : pos + 1] != b'"':
-        if pos >= len(b):
-            raise _JsonError(pos, "the line ends before the object is closed")
-        if b[pos : pos + 1] == b"}":
-            raise _JsonError(pos, "trailing comma before '}'")
-        raise _JsonError(pos, f"expected a key in double quotes, found {_char(b, pos)}")
-    match = _STRING.match(b, pos)
-    if match is None:
-        raise _string_error(b, pos)
-    after = _skip(b, match.end())
-    if b[after : after + 1] != b":":
-        raise _JsonError(after, f"expected ':' after a key, found {_char(b, after)}")
-    return _skip(b, after + 1), match.group()
-
-
-def _string_error(b: bytes, pos: int) -> _JsonError:
-    """Why the string starting at pos is invalid."""
-    end = _STRING_BODY.match(b, pos + 1).end()  # type: ignore[union-attr]
-    if end >= len(b):
-        return _JsonError(pos, "the string is not closed before the end of the line")
-    c = b[end]
-    if c < 0x20:
-        return _JsonError(
-            end, f"raw control character U+{c:04X} inside a string (write it as \\u{c:04x})"
-        )
-    escape = b[end : end + (6 if b[end + 1 : end + 2] == b"u" else 2)].decode("utf-8", "replace")
-    return _JsonError(end, f"invalid escape sequence {escape!r} in a string")
-
-
-def _char(b: bytes, pos: int) -> str:
-    if pos >= len(b):
-        return "the end of the line"
-    char = b[pos : pos + 4].decode("utf-8", "replace")[0]
-    return repr(char) if char.isprintable() and not char.isspace() else f"U+{ord(char):04X}"
-
-
-def _unexpected(b: bytes, pos: int) -> str:
-    if b.startswith(b"Infinity", pos):
-        return "Infinity is not valid JSON"
-    if b.startswith(b"NaN", pos):
-        return "NaN is not valid JSON"
-    if b[pos : pos + 1] == b"'":
-        return 'unexpected character "\'" (JSON strings use double quotes)'
-    return f"unexpected character {_char(b, pos)}"

@@ -14,14 +14,20 @@ Light on imports on purpose: a worker process starts by importing this module.
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from ._validate import ChunkResult, ValidateOptions, validate_chunk
 
+#: How long the first worker may take to answer before the load goes on without workers.
+POOL_START_TIMEOUT = 60.0
+log = logging.getLogger("bulkload")
 _BOM = b"\xef\xbb\xbf"
 #: How much is read at a time while looking for the newline that ends a range's last line.
 _SCAN = 64 * 1024
@@ -59,6 +65,9 @@ class RangeResult:
     end: int
     clean: bool
     result: ChunkResult
+    #: ``(start, end)`` of the range's last line when it is longer than a shard: not read
+    #: here (nor validated, nor counted in ``result``); the caller saves it to a file.
+    long_line: tuple[int, int] | None = None
 
 
 def exit_with_parent() -> None:
@@ -99,15 +108,16 @@ def validate_range(
         start = _first_line_start(fd, a, b)
         if start >= b and a > 0:  # the first range owns the first line, however small
             return RangeResult(b, b, True, validate_chunk(b"", 1, opts))
-        end = _line_end(fd, start, b, size, max_line)
-        data = os.pread(fd, end - start, start)
-    if len(data) != end - start:
+        end, last = _line_end(fd, start, b, size, max_line, opts.max_record_bytes)
+        cut = end if last is None else last
+        data = os.pread(fd, cut - start, start)
+    if len(data) != cut - start:
         raise FileChangedError(path, size, start + len(data))
     result = validate_chunk(data, 1, opts)
     clean = result.data is data
     if clean:
         result.data = b""
-    return RangeResult(start, end, clean, result)
+    return RangeResult(start, end, clean, result, None if last is None else (last, end))
 
 
 def validate_ranges(
@@ -151,11 +161,14 @@ def _first_line_start(fd: int, a: int, b: int) -> int:
     return b
 
 
-def _line_end(fd: int, start: int, b: int, size: int, max_line: int) -> int:
+def _line_end(
+    fd: int, start: int, b: int, size: int, max_line: int, max_record: int
+) -> tuple[int, int | None]:
     """Where the line that holds byte ``b-1`` ends: just past its newline, or at the end of
-    the file. Raises LineTooLongError past ``max_line`` bytes without a newline."""
+    the file; and where it starts if it is longer than a shard (``max_record``, newline
+    aside), else None. Raises LineTooLongError past ``max_line`` bytes without a newline."""
     if b >= size or os.pread(fd, 1, b - 1) == b"\n":
-        return b
+        return b, None
     pos = b
     end = size
     while pos < size:
@@ -171,12 +184,17 @@ def _line_end(fd: int, start: int, b: int, size: int, max_line: int) -> int:
         if pos - b > max_line:  # far enough to know the line is too long
             end = pos
             break
-    if end - start > max_line:  # rare: only then find where that last line starts
-        head = os.pread(fd, b - start, start)
-        line_start = start + head.rfind(b"\n") + 1
-        if end - line_start > max_line:
-            raise LineTooLongError(head.count(b"\n", 0, line_start - start) + 1, max_line)
-    return end
+    # A last line that runs far past b is too long for a shard without holding it here:
+    # set it aside. (A shorter one is read with the range: at most a shard past it, as
+    # without workers; validation then rejects it if it is over.) Rare: only then find
+    # where that last line starts (the range itself is one block).
+    if end - start <= max_line and end - b <= max_record + 1:
+        return end, None
+    head = os.pread(fd, b - start, start)
+    line_start = start + head.rfind(b"\n") + 1
+    if end - line_start > max_line:
+        raise LineTooLongError(head.count(b"\n", 0, line_start - start) + 1, max_line)
+    return end, (line_start if end - b > max_record + 1 else None)
 
 
 def md5_pieces(pieces: list[tuple[str, int, int]]) -> str:
@@ -195,3 +213,36 @@ def md5_pieces(pieces: list[tuple[str, int, int]]) -> str:
                 digest.update(view[:n])
                 done += n
     return digest.hexdigest()
+
+
+# -- in the loading process: the pool ---------------------------------------------------
+
+
+def start_pool(workers: int) -> ProcessPoolExecutor | None:
+    """A pool whose first worker answered; None, with a warning, if processes cannot start
+    here (no POSIX semaphores without /dev/shm, no socket for the fork server, a script
+    without a ``__main__`` guard): the load then runs in this process."""
+    pool = None
+    try:
+        pool = _pool(workers)
+        pool.submit(ready).result(timeout=POOL_START_TIMEOUT)
+    except (OSError, ImportError, NotImplementedError, RuntimeError, BrokenProcessPool) as exc:
+        log.warning(
+            "worker processes could not start (%s); validating in this process instead. "
+            "(From a script, keep its code under `if __name__ == '__main__':`.)",
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        )
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return None
+    return pool
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes started from a clean server process (forkserver) rather than forked
+    from this one, whose other threads may hold locks at the moment of a fork."""
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if ctx.get_start_method() == "forkserver":
+        ctx.set_forkserver_preload(["bulkload._work"])
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)

@@ -339,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         cause = _first_cause(raised)
         if isinstance(cause, BulkloadError):
             _error(str(cause))
+            for note in getattr(cause, "__notes__", ()):
+                print(f"  {note}", file=sys.stderr, flush=True)
             return cause.exit_code
         if not isinstance(cause, Exception):
             raise  # SystemExit and the like: not ours to turn into a message

@@ -331,12 +331,12 @@ def test_io_error_is_a_source_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             raise OSError(5, "Input/output error")
 
     def fake_open(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
-        if file == path:
-            return Failing(real_open(path, "rb", buffering=0))
+        if file == path or isinstance(file, int):  # by name, or the fd it was opened as
+            return Failing(real_open(file, "rb", buffering=0))
         return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
 
-    import bulkload._sources as sources
+    import bulkload._inputs as inputs  # where inputs are opened
 
-    monkeypatch.setattr(sources, "open", fake_open, raising=False)
+    monkeypatch.setattr(inputs, "open", fake_open, raising=False)
     with pytest.raises(SourceError, match=r"read error near byte 0 \(line 1\): Input/output error"):
         chunks(path)

@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import json
 import lzma
+import math
 import pickle
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -22,16 +23,10 @@ import zstandard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from bulkload._jsonscan import scan as _scan
+from bulkload._rejects import Reject, reject_json
 from bulkload._sources import Chunk, iter_chunks, resolve_inputs
-from bulkload._validate import (
-    ChunkResult,
-    Reject,
-    ValidateOptions,
-    _careful,
-    _scan,
-    reject_json,
-    validate_chunk,
-)
+from bulkload._validate import ChunkResult, ValidateOptions, _careful, validate_chunk
 
 DEFAULT = ValidateOptions()
 DEEP = b'{"id":"deep","d":' + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}"
@@ -78,12 +73,27 @@ CATALOGUE: list[tuple[bytes, str | None]] = [
     (b'{"id":"a"} trailing', "unexpected text after the JSON object, at column 12"),
     (b'{"id":"a"}{"id":"b"}', "a second JSON value after the object, at column 11"),
     (b'{"id":"a"} {"id":"b"}', "a second JSON value after the object, at column 12"),
-    (b'{"id":"\\ud800"}', "id contains an unpaired surrogate escape"),
+    (b'{"id":"\\ud800"}', "unpaired surrogate escape \\ud800 in a string"),
     (DEEP, None),
-    (b'{"id":"a","big":123456789012345678901234567890,"f":1.10,"e":1E+400,"z":-0.0}', None),
+    (b'{"id":"a","big":123456789012345678901234567890,"f":1.10,"e":1E-400,"z":-0.0}', None),
+    (b'{"id":"a","e":1E+400}', "the number 1E+400 does not fit a 64-bit float"),
+    (b'{"id":"a","e":[-1e400]}', "the number -1e400 does not fit a 64-bit float"),
+    (
+        b'{"id":"a","n":1' + b"0" * 309 + b"}",
+        "the number 10000000000000000000...0000000000 does not fit",
+    ),
+    (b'{"id":"a","n":1' + b"0" * 308 + b"}", None),  # 1e308 fits
+    (b'{"id":"a","s":"\\udc00 alone"}', "unpaired surrogate escape \\udc00"),
+    (b'{"id":"a","\\ud800":1}', "unpaired surrogate escape \\ud800"),
+    (b'{"id":"a","s":"\\ud800\\u0041"}', "unpaired surrogate escape \\ud800"),
+    (b'{"id":"a","s":"\\\\ud800"}', None),  # an escaped backslash, then text
+    (b'{"id":"a","x":' + b"[" * 1023 + b"]" * 1023 + b"}", None),  # depth 1,024
+    (
+        b'{"id":"a","x":' + b"[" * 1024 + b"]" * 1024 + b"}",
+        "nesting deeper than 1,024 levels of arrays and objects, at column 1038",
+    ),
     (b'  \t{"id":"spaces"} \t ', None),
     ('{"id":"sep\u2028\u2029\u0085","s":"é😀"}'.encode(), None),
-    (b'{"id":"a","lone":"\\udc00 is legal JSON"}', None),
     (b'{"id":"\\ud83d\\ude00"}', None),  # an escaped surrogate pair is fine
     (b'{"id":"a","id":"b"}', None),
     (b'{"x":{"id":1},"id":"top"}', None),
@@ -170,7 +180,7 @@ def edit(line: bytes, **options: Any) -> bytes | str:
     return result.data[:-1]
 
 
-REST = b'"f":1.10,"big":123456789012345678901234567890,"e":1e400'
+REST = b'"f":1.10,"big":123456789012345678901234567890,"e":1e-400'
 
 
 def test_coerce_id() -> None:
@@ -364,12 +374,34 @@ def scan_ok(text: bytes) -> bool:
 
 
 def stdlib_ok(text: bytes) -> bool:
+    """The stdlib's verdict, with SafetyKit's limits added: numbers fit a double, strings
+    are valid Unicode (the stdlib keeps unpaired surrogates)."""
+
     def refuse(name: str) -> None:
         raise ValueError(name)
 
+    def number(token: str) -> float:
+        if math.isinf(float(token)):
+            raise ValueError(token)
+        return 0.0
+
+    def unicode(value: Any) -> None:
+        if isinstance(value, str):
+            value.encode("utf-8")  # UnicodeEncodeError is a ValueError
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                unicode(key)
+                unicode(item)
+        elif isinstance(value, list):
+            for item in value:
+                unicode(item)
+
     try:
-        json.loads(text.decode("utf-8"), parse_constant=refuse)
-    except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
+        doc = json.loads(
+            text.decode("utf-8"), parse_constant=refuse, parse_float=number, parse_int=number
+        )
+        unicode(doc)
+    except ValueError:  # includes UnicodeError and JSONDecodeError
         return False
     return True
 
@@ -403,3 +435,27 @@ def test_scanner_agrees_with_the_stdlib(
         pass
     else:
         assert scan_ok(line), line  # whatever msgspec accepts, the second opinion does too
+
+
+def test_id_field_with_a_dot_is_a_path() -> None:
+    assert edit(b'{"user":{"id":"u1","n":1},"x":1.10}', id_field="user.id") == (
+        b'{"id":"u1","user":{"id":"u1","n":1},"x":1.10}'
+    )
+    assert edit(b'{"id":"old","user":{"id":"u1"}}', id_field="user.id") == (
+        b'{"id":"u1","user":{"id":"u1"}}'
+    )
+    deeper = b'{"a":{"b":{"c":"x"}}}'
+    assert edit(deeper, id_field="a.b.c") == b'{"id":"x","a":{"b":{"c":"x"}}}'
+    # A key that holds the dot itself wins over the path.
+    assert edit(b'{"user.id":"lit","user":{"id":"u1"}}', id_field="user.id") == (
+        b'{"id":"lit","user.id":"lit","user":{"id":"u1"}}'
+    )
+    assert edit(b'{"user":{"name":"x"}}', id_field="user.id") == "missing user.id (--id-field)"
+    assert edit(b'{"user":"u1"}', id_field="user.id") == "missing user.id (--id-field)"
+    assert edit(b'{"user":{"id":7}}', id_field="user.id", coerce_id=True) == (
+        b'{"id":"7","user":{"id":7}}'
+    )
+    assert edit(b'{"user":{"id":""}}', id_field="user.id") == "empty user.id (--id-field)"
+    # The same verdict when msgspec refuses the line and the scanner judges it (deep).
+    deep = b'{"user":{"id":"u1"},"d":' + b"[" * 1010 + b"]" * 1010 + b"}"
+    assert edit(deep, id_field="user.id") == b'{"id":"u1",' + deep[1:]
