@@ -99,6 +99,9 @@ class LoadResult:
     resent: int = 0
     #: Some shard failed because an input changed under it: a plain rerun is refused.
     restart_needed: bool = False
+    #: What the inputs looked like where that matters (a file whose every line was
+    #: rejected: "it looks like pretty-printed JSON …"), in words.
+    notes: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
@@ -293,6 +296,8 @@ class _Run:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock: int | None = None  # the work dir's lock, held from _begin to _end
         self.resent = 0
+        #: Upload workers delivering a shard right now (the others wait for one).
+        self._busy: set[asyncio.Task[None]] = set()
 
     # -- set-up and tear-down ----------------------------------------------------------------
 
@@ -496,7 +501,12 @@ class _Run:
         """After a stop request, give uploads in flight ``grace`` seconds, then cancel them."""
         assert self.loader._stop_requested is not None
         await self.loader._stop_requested.wait()
-        self.queue_drain()
+        self._drain_queue()
+        # A worker waiting for a shard has nothing to finish (a dry run's never has): it
+        # goes now; uploads in flight get the grace period.
+        for w in workers:
+            if w not in self._busy:
+                w.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.cfg.grace):
                 await asyncio.gather(*workers, return_exceptions=True)
@@ -504,7 +514,7 @@ class _Run:
             w.cancel()
         raise Stop
 
-    def queue_drain(self) -> None:
+    def _drain_queue(self) -> None:
         while not self.queue.empty():
             self.queue.get_nowait()
 
@@ -583,12 +593,18 @@ class _Run:
             if self.loader._stop.is_set():
                 continue
             assert deliverer is not None
-            async with deliverer.limit:
-                self.stats.in_flight += 1
-                try:
-                    await deliverer.deliver(shard)
-                finally:
-                    self.stats.in_flight -= 1
+            task = asyncio.current_task()
+            assert task is not None
+            self._busy.add(task)
+            try:
+                async with deliverer.limit:
+                    self.stats.in_flight += 1
+                    try:
+                        await deliverer.deliver(shard)
+                    finally:
+                        self.stats.in_flight -= 1
+            finally:
+                self._busy.discard(task)
 
     def _result(self, interrupted: bool) -> LoadResult:
         s = self.stats
@@ -621,6 +637,7 @@ class _Run:
             etag_notes=tuple(dict.fromkeys(e.etag_note or "" for e in unverified if e.etag_note)),
             resent=self.resent,
             restart_needed=any(self.state.shards[i].needs_restart for i in failed),
+            notes=tuple(self.reader.notes),
         )
 
 

@@ -20,11 +20,12 @@ if TYPE_CHECKING:
 _MAX_SHOWN = 20
 
 
-def load_summary(r: LoadResult, notes: list[str] | None = None) -> list[str]:
-    """``notes``: warnings about the inputs (a file that looks like the wrong kind)."""
+def load_summary(r: LoadResult) -> list[str]:
     rate = human_bytes(r.bytes_read / max(r.elapsed, 1e-9))
     took = f"({human_bytes(r.bytes_read)} in {human_seconds(r.elapsed)}, {rate}/s)"
-    if r.dry_run:
+    if not r.records and r.rejected:
+        head = f"nothing to load into {r.namespace}: every one of {r.rejected:,} lines was rejected"
+    elif r.dry_run:
         head = f"validated (dry run) {r.records:,} records for {r.namespace} in {r.shards} shard(s)"
     elif r.failed or r.records_uploaded < r.records:
         head = (
@@ -51,7 +52,7 @@ def load_summary(r: LoadResult, notes: list[str] | None = None) -> list[str]:
         lines.append(
             f"  rejects:  {r.rejects_path} ({r.rejected:,} lines, with line numbers and why)"
         )
-    lines += [f"  note: {note}" for note in notes or []]
+    lines += [f"  note: {note}" for note in r.notes]
     if r.duplicate_ids is not None:
         where = f", listed with their lines in {r.work_dir / DUPLICATES}"
         lines.append(
@@ -77,6 +78,8 @@ def load_summary(r: LoadResult, notes: list[str] | None = None) -> list[str]:
         else:
             advice = "rerun the same command to retry them"
         lines.append(f"  failed shards: {shown}{more}; {advice}")
+    elif not r.records and r.rejected:
+        lines.append(f"next: fix the inputs (the notes above, and why each line: {r.rejects_path})")
     elif r.dry_run:
         lines.append("next: run again without --dry-run to upload")
     else:

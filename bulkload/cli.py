@@ -197,7 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes that validate plain files and hash shards (default: one per core, "
         "up to 8, for 256 MiB or more of plain JSONL; else 0, all in this process)",
     )
-    load.add_argument("--id-field", default=None, help="take each record's id from this field")
+    load.add_argument(
+        "--id-field",
+        default=None,
+        help="take each record's id from this field; user.id is a path into nested objects",
+    )
     load.add_argument("--coerce-id", action="store_true", help="turn integer ids into strings")
     load.add_argument(
         "--max-rejects",

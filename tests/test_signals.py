@@ -30,7 +30,8 @@ REACH_WITHIN = 60.0
 
 def start_load(tmp_path: Path, *inputs: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "bulkload", "load", "ns", *inputs, "--dry-run", "--quiet"]
-    cmd += ["--work-dir", str(tmp_path / "work"), "--grace", "1", "--workers", "0"]
+    # The default --grace (30 s): with no upload in flight, a stop must not wait for it.
+    cmd += ["--work-dir", str(tmp_path / "work"), "--workers", "0"]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
