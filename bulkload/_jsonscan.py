@@ -13,20 +13,14 @@ grammar are rules here (``Refused``), checked on every line:
 - nesting at most ``MAX_DEPTH`` arrays and objects deep, the outer object included.
 
 msgspec's typed decoder checks none of the first and third when it skips a field (the third
-depends on Python's recursion limit), so :func:`refused_lines` picks out the only lines of
-a block that can break them (a sound filter: see its cost there); the fast path has
-orjson, the server's own parser, look at those.
+depends on Python's recursion limit): the careful path asks :func:`risky` of each line it
+decoded, and the fast path has ``_serverjson.certify`` check whole blocks.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-import operator
 import re
-from collections.abc import Sequence
-
-import orjson
 
 #: orjson's limit, which is SafetyKit's: depth 1,024 parses, 1,025 does not.
 MAX_DEPTH = 1024
@@ -34,7 +28,7 @@ MAX_DEPTH = 1024
 #: before its point (2-digit exponents add at most 99 to the 309 digits of ~1.8e308).
 _RISKY_DIGITS = 200
 #: Digits and signs to "0", E to e: a risky exponent then reads "e000" (signs included, so
-#: "e+400" reads "e0000"), a risky run of digits "0" × 200. One translate, two searches.
+#: "e+400" reads "e0000"), a risky run of digits "0" × 200.
 _NUMBER_CLASSES = bytes.maketrans(b"0123456789+-E", b"000000000000e")
 _RISKY_EXPONENT = b"e000"
 _RISKY_RUN = b"0" * _RISKY_DIGITS
@@ -277,38 +271,3 @@ def risky(line: bytes) -> bool:
 def _brackets(data: bytes) -> int:
     # replace() finds with memchr (~8 GB/s); count() of one byte walks every byte (~1.7).
     return 2 * len(data) - len(data.replace(b"{", b"")) - len(data.replace(b"[", b""))
-
-
-def refused_lines(body: bytes, ends: Sequence[int]) -> bool:
-    """Whether any line of ``body`` (lines ending at ``ends``, all valid grammar) breaks
-    SafetyKit's limits on numbers or depth: one translate and two searches of the block,
-    and a bracket count of lines long enough to nest that deep; orjson, the server's
-    parser, judges only the lines that could.
-
-    Not free: ~0.9 CPU s/GB on ~600-byte product records (translate 0.4, the backward
-    search for "e000" 0.43), which took one-process validation from ~730 to ~380 MB/s.
-    No standard-library primitive finds "an e followed by three digits" at memchr speed
-    (regexes ran at 50-470 MB/s, digits and "e" being common bytes); exactness won over
-    speed because one such line costs the whole request of up to 100,000 records."""
-    starts = [0, *ends[:-1]]
-    suspects: set[int] = set()
-    classes = body.translate(_NUMBER_CLASSES)
-    for needle in (_RISKY_EXPONENT, _RISKY_RUN):
-        # rfind: a backward search tests the needle's first byte, the rarer "e" (a forward
-        # one tests its last, a digit): 0.43 against 0.62 CPU s/GB on product records.
-        at = classes.rfind(needle)
-        while at >= 0:
-            line = bisect.bisect_right(ends, at)
-            suspects.add(line)
-            at = classes.rfind(needle, 0, ends[line - 1]) if line > 0 else -1
-    longest = max(map(operator.sub, ends, starts), default=0)
-    if longest > _DEEP_LINE:
-        for i, (a, z) in enumerate(zip(starts, ends, strict=True)):
-            if z - a > _DEEP_LINE and _brackets(body[a:z]) > MAX_DEPTH:
-                suspects.add(i)
-    for i in suspects:
-        try:
-            orjson.loads(body[starts[i] : ends[i]])
-        except orjson.JSONDecodeError:
-            return True
-    return False

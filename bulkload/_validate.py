@@ -50,12 +50,12 @@ from ._jsonscan import (
     _STRING,
     JsonError,
     Refused,
-    refused_lines,
     risky,
     scan,
     skip,
 )
 from ._rejects import TOO_LONG, Ids, Rejects
+from ._serverjson import certify, refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,12 +136,11 @@ def validate_chunk(data: bytes, first_line: int, opts: ValidateOptions) -> Chunk
     Every line is exactly one of: a record (in ``data``/``ends``/``line_nos``), a reject,
     or blank. Records go up byte for byte, except a CRLF's ``\\r`` and id edits.
     """
-    utf8_ok = _utf8_ok(data)
-    if utf8_ok and opts.id_field == "id":
+    if opts.id_field == "id":
         result = _fast(data, first_line, opts)
         if result is not None:
             return result
-    return _careful(data, first_line, opts, check_utf8=not utf8_ok)
+    return _careful(data, first_line, opts, check_utf8=not _utf8_ok(data))
 
 
 def _utf8_ok(data: bytes) -> bool:
@@ -180,7 +179,9 @@ def _fast(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult | 
     except _DECODE_ERRORS:
         return None
     ends = list(itertools.accumulate(map(len, io.BytesIO(body))))
-    if refused_lines(body, ends):
+    # msgspec looked only at each id: the rest of every line (its UTF-8, its numbers, its
+    # depth) is held to the server's rules here.
+    if not certify(body, ends):
         return None
     if body and not body.endswith(b"\n"):
         body += b"\n"
@@ -202,6 +203,9 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
     rejects = Rejects()
     ids = Ids() if opts.collect_ids else None
     blank = size = index = 0
+    # The lines SafetyKit's parser refuses, found for the whole block at once (None: a line
+    # too long for that; each line is then asked on its own).
+    doubtful = refused(data, list(itertools.accumulate(map(len, io.BytesIO(data)))))
     for index, line in enumerate(io.BytesIO(data)):
         no = first_line + index
         raw = line[:-1] if line.endswith(b"\n") else line
@@ -215,7 +219,8 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
             except _DECODE_ERRORS:
                 verdict = _second_opinion(body, opts)
             else:
-                if risky(body):  # msgspec skipped a number or a depth SafetyKit may refuse
+                # msgspec skipped numbers and depths that SafetyKit may refuse.
+                if index in doubtful if doubtful is not None else risky(body):
                     verdict = _second_opinion(body, opts)
                 else:
                     key = st.key

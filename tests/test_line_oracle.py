@@ -132,6 +132,17 @@ def test_the_limits_themselves() -> None:
         (b'{"id":"a","x":123456789012345678901234567890}', True),
         (b'{"id":"a","x":"\\ud800"}', False),
         (b'{"id":"a","x":"\\ud83d\\ude00"}', True),
+        # Where a double ends: the largest, one that rounds down to it, one that rounds up.
+        (b'{"id":"a","x":1.7976931348623157e308}', True),
+        (b'{"id":"a","x":1.7976931348623158e308}', True),
+        (b'{"id":"a","x":1.7976931348623159e308}', False),
+        (b'{"id":"a","x":-1.7976931348623159e308}', False),
+        (b'{"id":"a","x":' + b"9" * 308 + b"}", True),
+        (b'{"id":"a","x":' + b"9" * 309 + b"}", False),
+        # Integers at the edges of 64 bits (the fast path's certifier refuses past them).
+        (b'{"id":"a","x":18446744073709551615}', True),
+        (b'{"id":"a","x":18446744073709551616}', True),
+        (b'{"id":"a","x":-9223372036854775809}', True),
     ]:
         assert server_accepts(line) is ok, line[:40]
         assert bulkload_accepts(line) is ok, line[:40]
