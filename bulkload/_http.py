@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ._errors import option
 from ._redact import Secret, redact_text, redact_url
 from ._version import __version__
 
@@ -92,7 +93,8 @@ def tls_hint(url: str, exc: BaseException) -> str:
     reason = redact_text(str(getattr(exc, "os_error", None) or exc))
     return (
         f"the TLS connection to {host} failed ({reason}); if its certificate comes from a "
-        "private CA, pass --ca-bundle FILE (PEM), else check the host name and the clock"
+        f"private CA, pass {option('--ca-bundle FILE (PEM)', 'ca_bundle= (a PEM file)')}, else "
+        "check the host name and the clock"
     )
 
 

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._errors import SourceError
+from ._errors import SourceError, option
 
 if TYPE_CHECKING:
     from ._sources import Source
@@ -472,7 +472,7 @@ def check_unchanged(source: Source, now: os.stat_result | None = None) -> None:
     if source.path is None or source.size is None:
         return  # stdin, a pipe, a remote object
     where = source.display
-    again = "rerun with --restart (restart=True) to load it as it is now"
+    again = f"rerun with {option('--restart', 'restart=True')} to load it as it is now"
     try:
         named = os.stat(source.path)
     except FileNotFoundError:

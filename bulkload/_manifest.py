@@ -33,7 +33,7 @@ import orjson
 from . import _events as events
 from ._api import ImportTicket, parse_time
 from ._durable import atomic_write
-from ._errors import StateError
+from ._errors import StateError, option
 from ._version import __version__
 
 MANIFEST = "manifest.json"
@@ -81,7 +81,7 @@ def lock_work_dir(work_dir: Path) -> int | None:
         who = f" (pid {holder})" if holder.isdigit() else ""
         raise StateError(
             f"{work_dir} is in use by another bulkload run{who}; let it finish, or give "
-            "this run its own --work-dir"
+            f"this run its own {option('--work-dir', 'work_dir')}"
         ) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())

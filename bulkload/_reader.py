@@ -27,7 +27,7 @@ from typing import IO, Any, TypeVar
 
 from ._config import LoadConfig
 from ._duplicates import DuplicateFinder
-from ._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError
+from ._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError, option
 from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from ._progress import Stats
 from ._rejects import ASIDE, TOO_LONG, Rejects, Tally, aside_members, looks_like, too_long
@@ -165,8 +165,8 @@ class Reader:
                 except FileChangedError as exc:
                     raise SourceError(
                         f"{exc.path} changed during the load (shard {shard.index} needs bytes "
-                        f"up to {exc.planned:,}, it ends at {exc.now:,}); rerun with --restart "
-                        "(restart=True) to load it as it is now",
+                        f"up to {exc.planned:,}, it ends at {exc.now:,}); rerun with "
+                        f"{option('--restart', 'restart=True')} to load it as it is now",
                         path=exc.path,
                     ) from None
                 hand_over(dataclasses.replace(shard, md5=md5))
@@ -193,7 +193,8 @@ class Reader:
             raise WorkerError(
                 "a worker process died before finishing its part (most likely the system "
                 "killed it, e.g. out of memory); rerun the same command to resume (uploaded "
-                "shards are skipped), with --workers 0 to do everything in this process"
+                f"shards are skipped), with {option('--workers 0', 'workers=0')} to do everything "
+                "in this process"
             ) from exc
         except BaseException:
             writer.abort()
@@ -390,7 +391,7 @@ class Reader:
                     raise TooManyRejectsError(
                         f"more than {self.cfg.max_rejects} lines rejected (e.g. {source} line "
                         f"{first.line}: {first.error}); see {self.rejects_path}. Fix the input "
-                        "or raise --max-rejects (max_rejects)."
+                        f"or raise {option('--max-rejects', 'max_rejects')}."
                     )
             if self._dups is not None and result.ids is not None:
                 self._dups.add(source, result.ids, result.line_nos)
@@ -425,7 +426,8 @@ class Reader:
             raise DiskSpaceError(
                 f"the disk is full: cannot write rejected lines to {self.rejects_path} "
                 f"({_free(self.work_dir)} free). Free some space, or use a work dir on a "
-                "bigger disk (--work-dir, work_dir), then rerun the same command to resume"
+                f"bigger disk ({option('--work-dir', 'work_dir')}), then rerun the same command to "
+                "resume"
             ) from None
 
     def _finish_duplicates(self) -> None:
@@ -519,7 +521,7 @@ def _source_error(source: Source, a: int, lines: _LineCount, exc: BaseException)
         verb = "shrank" if exc.now < exc.planned else "grew"
         return SourceError(
             f"{source.display} {verb} from {exc.planned:,} to {exc.now:,} bytes during the "
-            "load; rerun with --restart (restart=True) to load it as it is now",
+            f"load; rerun with {option('--restart', 'restart=True')} to load it as it is now",
             path=source.display,
         )
     if isinstance(exc, OSError):

@@ -36,7 +36,7 @@ from typing import BinaryIO
 
 from ._config import MiB
 from ._durable import fsync_dir
-from ._errors import DiskSpaceError
+from ._errors import DiskSpaceError, option
 from ._validate import ChunkResult
 
 #: Free space kept beyond one full shard when a shard file is opened: room for the
@@ -378,7 +378,7 @@ class ShardWriter:
         return DiskSpaceError(
             f"{what} in {self.directory}: {_human(free)} free, a shard needs up to "
             f"{_human(self.max_bytes)} plus {_human(DISK_RESERVE)} to spare; free some space "
-            "or lower --shard-size, then rerun to resume"
+            f"or lower {option('--shard-size', 'shard_max_bytes')}, then rerun to resume"
         )
 
 

@@ -33,7 +33,7 @@ __all__ = ["Chunk", "Source", "Stop", "check_unchanged", "iter_chunks", "resolve
 import zstandard
 
 from ._config import KiB, MiB
-from ._errors import DiskSpaceError, SourceError
+from ._errors import DiskSpaceError, SourceError, option
 from ._inputs import Stop, check_unchanged, open_local, resolve_inputs
 from ._rejects import ASIDE, HEAD_TEXT, Rejects, aside_members, too_long
 from ._remote import open_remote
@@ -531,7 +531,8 @@ def copy_aside(source: Source, start: int, end: int, line: int, aside: LongLines
             if not piece:
                 raise SourceError(
                     f"{source.display} shrank during the load (line {line:,} ends at byte "
-                    f"{end:,}, the file at {pos:,}); rerun with --restart (restart=True)",
+                    f"{end:,}, the file at {pos:,}); rerun with "
+                    f"{option('--restart', 'restart=True')}",
                     path=source.display,
                 )
             head = head or piece[:HEAD_TEXT]

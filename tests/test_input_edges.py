@@ -145,9 +145,9 @@ def test_a_file_cut_short_while_it_is_read(tmp_path: Path) -> None:
     with pytest.raises(SourceError) as caught:
         list(chunks)
     assert str(caught.value) == (
-        f"{path} shrank from 220,000 to 100,000 bytes during the load; rerun with --restart "
-        "(restart=True) to load it as it is now"
-    )
+        f"{path} shrank from 220,000 to 100,000 bytes during the load; rerun with "
+        "restart=True to load it as it is now"
+    ), "the library speaks of keywords; the CLI says --restart"
 
 
 def test_a_file_grown_modified_replaced_or_removed(tmp_path: Path) -> None:

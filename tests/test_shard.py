@@ -211,7 +211,7 @@ def test_not_enough_free_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     message = str(info.value)
     assert f"not enough free space in {tmp_path}: 100.0 MiB free" in message
     assert "a shard needs up to 64.0 MiB plus 64.0 MiB to spare" in message
-    assert "free some space or lower --shard-size" in message
+    assert "free some space or lower shard_max_bytes" in message
     assert list(tmp_path.iterdir()) == []
 
 
