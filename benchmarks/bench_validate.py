@@ -40,9 +40,9 @@ from pathlib import Path
 
 import orjson
 
-from bulkload._sources import Chunk, Source, iter_chunks, resolve_inputs
-from bulkload._validate import ChunkResult, ValidateOptions, validate_chunk
-from bulkload._work import RangeResult, validate_ranges
+from bulkload._inputs.read import Chunk, Source, iter_chunks, resolve_inputs
+from bulkload._validate.rules import ChunkResult, ValidateOptions, validate_chunk
+from bulkload._validate.worker import RangeResult, validate_ranges
 
 from ._common import DATA_DIR, MiB, cpu
 from .datasets import ensure_data

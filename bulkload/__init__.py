@@ -30,15 +30,15 @@ if TYPE_CHECKING:
     from ._errors import TooManyRejectsError as TooManyRejectsError
     from ._errors import UsageError as UsageError
     from ._errors import WorkerError as WorkerError
-    from ._follow import Follower as Follower
-    from ._follow import StatusChange as StatusChange
-    from ._follow import WaitResult as WaitResult
+    from ._follow.follower import Follower as Follower
+    from ._follow.follower import StatusChange as StatusChange
+    from ._follow.follower import WaitResult as WaitResult
+    from ._load.loader import Loader as Loader
+    from ._load.loader import LoadResult as LoadResult
+    from ._load.loader import load as load
+    from ._load.progress import Progress as Progress
     from ._partition import merge_manifests as merge_manifests
     from ._partition import partition_inputs as partition_inputs
-    from ._pipeline import Loader as Loader
-    from ._pipeline import LoadResult as LoadResult
-    from ._pipeline import load as load
-    from ._progress import Progress as Progress
 
 _WHERE = {
     "LoadConfig": "._config",
@@ -54,15 +54,15 @@ _WHERE = {
     "TooManyRejectsError": "._errors",
     "UsageError": "._errors",
     "WorkerError": "._errors",
-    "Follower": "._follow",
-    "StatusChange": "._follow",
-    "WaitResult": "._follow",
+    "Follower": "._follow.follower",
+    "StatusChange": "._follow.follower",
+    "WaitResult": "._follow.follower",
     "merge_manifests": "._partition",
     "partition_inputs": "._partition",
-    "Loader": "._pipeline",
-    "LoadResult": "._pipeline",
-    "load": "._pipeline",
-    "Progress": "._progress",
+    "Loader": "._load.loader",
+    "LoadResult": "._load.loader",
+    "load": "._load.loader",
+    "Progress": "._load.progress",
 }
 
 __all__ = sorted([*_WHERE, "__version__"])

@@ -12,7 +12,7 @@ from conftest import API_KEY
 from helpers import read_manifest, record, write_lines
 
 import bulkload
-from bulkload._summary import load_summary
+from bulkload.cli._summary import load_summary
 from bulkload.emulator import Emulator
 
 

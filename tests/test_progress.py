@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from bulkload._progress import LineDisplay, Progress, progress_line
+from bulkload._load.progress import LineDisplay, Progress, progress_line
 
 
 def snapshot(**overrides: object) -> Progress:

@@ -17,7 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 import bulkload
-from bulkload._http import describe_exception, tls_hint
+from bulkload._net.session import describe_exception, tls_hint
 from bulkload._redact import RedactingFilter, redact_text, redact_url
 from bulkload.emulator import EmulatorThread
 

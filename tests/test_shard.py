@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bulkload._shard as shard_module
+import bulkload._load.shard as shard_module
 from bulkload._errors import DiskSpaceError
-from bulkload._shard import ShardInfo, ShardPlanner, ShardWriter, SourceRange
-from bulkload._validate import ChunkResult
+from bulkload._load.shard import ShardInfo, ShardPlanner, ShardWriter, SourceRange
+from bulkload._validate.rules import ChunkResult
 
 SETTINGS = settings(
     max_examples=60,

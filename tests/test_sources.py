@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkload._errors import SourceError
-from bulkload._sources import Chunk, Source, iter_chunks, resolve_inputs
+from bulkload._inputs.read import Chunk, Source, iter_chunks, resolve_inputs
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gz": gzip.compress,
@@ -335,7 +335,7 @@ def test_io_error_is_a_source_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
             return Failing(real_open(file, "rb", buffering=0))
         return real_open(file, mode, *args, **kwargs)  # type: ignore[call-overload]
 
-    import bulkload._inputs as inputs  # where inputs are opened
+    import bulkload._inputs.resolve as inputs  # where inputs are opened
 
     monkeypatch.setattr(inputs, "open", fake_open, raising=False)
     with pytest.raises(SourceError, match=r"read error near byte 0 \(line 1\): Input/output error"):

@@ -41,8 +41,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from ._config import KiB, MiB
-from ._jsonscan import (
+from .._config import KiB, MiB
+from .._rejects import TOO_LONG, Ids, Rejects
+from .jsonscan import (
     _INTEGER,
     _KINDS,
     _NUMBER_STARTS,
@@ -54,8 +55,7 @@ from ._jsonscan import (
     scan,
     skip,
 )
-from ._rejects import TOO_LONG, Ids, Rejects
-from ._serverjson import certify, refused
+from .serverjson import certify, refused
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,11 +30,11 @@ from typing import Any
 import msgspec
 import orjson
 
-from . import _events as events
-from ._api import ImportTicket, parse_time
-from ._durable import atomic_write
-from ._errors import StateError, option
-from ._version import __version__
+from .._durable import atomic_write
+from .._errors import StateError, option
+from .._net.api import ImportTicket, parse_time
+from .._version import __version__
+from . import events
 
 MANIFEST = "manifest.json"
 REJECTS = "rejects.jsonl"

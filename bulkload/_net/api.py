@@ -30,9 +30,10 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from ._config import Endpoint
-from ._errors import ApiError, AuthError, option
-from ._http import (
+from .._config import Endpoint
+from .._errors import ApiError, AuthError, option
+from .retry import RetryPolicy, is_retryable_status, parse_retry_after
+from .session import (
     TRANSIENT_ERRORS,
     Secret,
     describe_exception,
@@ -42,8 +43,7 @@ from ._http import (
     redact_url,
     tls_hint,
 )
-from ._retry import RetryPolicy, is_retryable_status, parse_retry_after
-from ._throttle import AdaptiveLimit, RateLimiter, api_rate
+from .throttle import AdaptiveLimit, RateLimiter, api_rate
 
 log = logging.getLogger("bulkload")
 

@@ -29,11 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import _events as events
-from ._api import ApiClient, ClientOptions, open_client
-from ._config import Endpoint, LoadConfig
-from ._deliver import Deliverer, remove_shard_file
-from ._errors import (
+from .._config import Endpoint, LoadConfig
+from .._errors import (
     BulkloadError,
     ConfigError,
     ExitCode,
@@ -41,8 +38,10 @@ from ._errors import (
     UsageError,
     option,
 )
-from ._inputs import READER_GRACE, DaemonCall
-from ._manifest import (
+from .._inputs.read import Source, Stop, resolve_inputs
+from .._inputs.resolve import READER_GRACE, DaemonCall
+from .._journal import events
+from .._journal.state import (
     MANIFEST,
     REJECTS,
     SHARDS_DIR,
@@ -51,13 +50,14 @@ from ._manifest import (
     now_iso,
     unlock_work_dir,
 )
-from ._partition import partition_inputs, partition_record
-from ._progress import Progress, Stats
-from ._reader import Reader
-from ._shard import ShardInfo
-from ._sources import Source, Stop, resolve_inputs
-from ._throttle import AdaptiveLimit, RateLimiter
-from ._upload import SLICE
+from .._net.api import ApiClient, ClientOptions, open_client
+from .._net.put import SLICE
+from .._net.throttle import AdaptiveLimit, RateLimiter
+from .._partition import partition_inputs, partition_record
+from .deliver import Deliverer, remove_shard_file
+from .progress import Progress, Stats
+from .reader import Reader
+from .shard import ShardInfo
 
 log = logging.getLogger("bulkload")
 T = TypeVar("T")

@@ -25,20 +25,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import _events as events
-from ._api import ApiClient, ClientOptions, DownloadFailure, RequestStatus, open_client
-from ._config import DEFAULT_BASE_URL, Endpoint
-from ._errors import (
+from .._config import DEFAULT_BASE_URL, Endpoint
+from .._errors import (
     ApiError,
     ConfigError,
     ExitCode,
     StateError,
     UsageError,
 )
-from ._http import redact_text
-from ._manifest import MANIFEST, RunState
-from ._results import SourceLines, locate_lines, reconcile, unreadable_notes
-from ._retry import RetryPolicy
+from .._journal import events
+from .._journal.state import MANIFEST, RunState
+from .._net.api import ApiClient, ClientOptions, DownloadFailure, RequestStatus, open_client
+from .._net.retry import RetryPolicy
+from .._net.session import redact_text
+from .results import SourceLines, locate_lines, reconcile, unreadable_notes
 
 log = logging.getLogger("bulkload")
 

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from ._errors import option
-from ._redact import Secret, redact_text, redact_url
-from ._version import __version__
+from .._errors import option
+from .._redact import Secret, redact_text, redact_url
+from .._version import __version__
 
 __all__ = [
     "TRANSIENT_ERRORS",

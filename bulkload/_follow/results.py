@@ -19,10 +19,10 @@ from typing import Any
 
 import orjson
 
-from ._manifest import RunState, ShardEntry
-from ._remote import is_url, reopen
-from ._sources import Source, format_of, iter_chunks
-from ._validate import ValidateOptions, validate_chunk
+from .._inputs.read import Source, format_of, iter_chunks
+from .._inputs.remote import is_url, reopen
+from .._journal.state import RunState, ShardEntry
+from .._validate.rules import ValidateOptions, validate_chunk
 
 #: Where records came from when bulkload cannot read them again.
 _UNREADABLE_KINDS = {"-": "standard input", "<records>": "load_records()"}

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from ._config import MiB
-from ._durable import fsync_dir
-from ._errors import DiskSpaceError, option
-from ._validate import ChunkResult
+from .._config import MiB
+from .._durable import fsync_dir
+from .._errors import DiskSpaceError, option
+from .._validate.rules import ChunkResult
 
 #: Free space kept beyond one full shard when a shard file is opened: room for the
 #: manifest, rejects.jsonl and file-system metadata, so a full disk fails here, clearly,

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._manifest import DUPLICATES
-from ._progress import human_bytes, human_seconds
+from .._journal.state import DUPLICATES
+from .._load.progress import human_bytes, human_seconds
 
 if TYPE_CHECKING:
-    from ._follow import WaitResult
-    from ._pipeline import LoadResult
+    from .._follow.follower import WaitResult
+    from .._load.loader import LoadResult
 
 #: Mismatches and failures printed before the rest are only counted (all are in --json).
 _MAX_SHOWN = 20

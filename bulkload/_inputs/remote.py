@@ -18,8 +18,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ._config import MiB
-from ._errors import SourceError
+from .._config import MiB
+from .._errors import SourceError
 
 #: ``scheme://``: a URL for fsspec. Windows drive letters (``C:\\``) have no ``//``.
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -59,8 +59,8 @@ def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[An
 def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) -> list[Any]:
     """The sources one remote INPUT stands for: an object, a "directory" (its JSONL files,
     recursively, sorted) or a glob pattern (sorted)."""
-    from ._inputs import JSONL_NAME
-    from ._sources import Source, _check_format, compression_of, format_of
+    from .read import Source, _check_format, compression_of, format_of
+    from .resolve import JSONL_NAME
 
     fs, path = _filesystem(spec, storage_options)
     try:
@@ -165,7 +165,7 @@ def open_remote(source: Any) -> io.BufferedReader:
 def reopen(url: str, info: Mapping[str, Any]) -> Any:
     """A source for ``url`` as a manifest recorded it (for ``wait --results``), or None
     when its store cannot be reached from here."""
-    from ._sources import Source, compression_of, format_of
+    from .read import Source, compression_of, format_of
 
     try:
         fs, _ = _filesystem(url, None)

@@ -17,11 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__
+from .._version import __version__
 
 if TYPE_CHECKING:
-    from ._config import LoadConfig
-    from ._pipeline import LoadResult
+    from .._config import LoadConfig
+    from .._load.loader import LoadResult
 
 # The contract's exit codes; the same numbers as bulkload._errors.ExitCode, spelled here so
 # that `bulkload --help` imports nothing of the library.
@@ -32,8 +32,8 @@ log = logging.getLogger("bulkload")
 
 
 def _size(text: str) -> int:
-    from ._config import parse_size
-    from ._errors import ConfigError
+    from .._config import parse_size
+    from .._errors import ConfigError
 
     try:
         return parse_size(text)
@@ -42,8 +42,8 @@ def _size(text: str) -> int:
 
 
 def _rate(text: str) -> float:
-    from ._config import parse_rate
-    from ._errors import ConfigError
+    from .._config import parse_rate
+    from .._errors import ConfigError
 
     try:
         return parse_rate(text)
@@ -52,8 +52,8 @@ def _rate(text: str) -> float:
 
 
 def _partition(text: str) -> tuple[int, int]:
-    from ._config import parse_partition
-    from ._errors import ConfigError
+    from .._config import parse_partition
+    from .._errors import ConfigError
 
     try:
         return parse_partition(text)
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit code (the console script exits with it)."""
     args_list = sys.argv[1:] if argv is None else argv
     if args_list[:1] == ["emulator"]:
-        from .emulator._cli import main as emulator_main
+        from ..emulator._cli import main as emulator_main
 
         return emulator_main(args_list[1:])
     parser = build_parser()
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
     _setup_logging(args.verbose)
-    from ._errors import BulkloadError, speaking_to_cli
+    from .._errors import BulkloadError, speaking_to_cli
 
     try:
         with speaking_to_cli():
@@ -391,7 +391,7 @@ def _unexpected(exc: Exception, args: argparse.Namespace) -> int:
     One readable message (what was being done, what went wrong, what to do), the traceback
     only with -vv; the manifest was flushed on the way out (the load and the follower write
     it in their own ``finally``). Exit 1."""
-    from ._redact import redact_text
+    from .._redact import redact_text
 
     doing = _DOING.get(args.command, args.command).format(**vars(args))
     what = redact_text(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
@@ -410,7 +410,7 @@ class _RedactingFormatter(logging.Formatter):
     a signed URL)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from ._redact import redact_text
+        from .._redact import redact_text
 
         return redact_text(super().format(record))
 
@@ -431,7 +431,7 @@ def _error(message: str) -> None:
 
 
 def _read_key(args: argparse.Namespace) -> str | None:
-    from ._errors import MissingKeyError
+    from .._errors import MissingKeyError
 
     if args.api_key_file is not None:
         try:
@@ -473,7 +473,7 @@ def _config_from(args: argparse.Namespace) -> LoadConfig:
     except ``--workers``: not given, the CLI chooses by input size and cores (None)."""
     from dataclasses import fields
 
-    from ._config import LoadConfig
+    from .._config import LoadConfig
 
     given = {
         f.name: getattr(args, f.name)
@@ -488,8 +488,8 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
 
     _one_malloc_arena()
 
-    from ._pipeline import Loader, run_async
-    from ._progress import LineDisplay, RichDisplay
+    from .._load.loader import Loader, run_async
+    from .._load.progress import LineDisplay, RichDisplay
 
     config = _config_from(args)
     loader = Loader(
@@ -562,7 +562,7 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
     assert result is not None
     if args.wait and not args.dry_run and result.exit_code in (EXIT_OK, EXIT_REJECTS):
         if not args.json:
-            _summary(result, args)
+            _print_summary(result, args)
             print(f"bulkload: waiting for {result.uploaded} request(s) to finish", file=sys.stderr)
         wait_code, waited = _follow(
             args, command="wait", manifest=result.work_dir, timeout=None, print_json=False
@@ -571,14 +571,14 @@ def _load(args: argparse.Namespace, argv: list[str]) -> int:
         if args.json:
             _print_json({**result.to_dict(), "wait": waited, "exit_code": final})
         return final
-    _summary(result, args)
+    _print_summary(result, args)
     code = result.exit_code
     return code
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from ._errors import StateError
-    from ._partition import merge_manifests, write_merged
+    from .._errors import StateError
+    from .._partition import merge_manifests, write_merged
 
     doc = merge_manifests(args.manifests)
     target = args.output / "manifest.json" if args.output.is_dir() else args.output
@@ -610,7 +610,7 @@ def _print_json(doc: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _summary(r: LoadResult, args: argparse.Namespace) -> None:
+def _print_summary(r: LoadResult, args: argparse.Namespace) -> None:
     if args.json:
         _print_json(r.to_dict())
         return
@@ -631,8 +631,8 @@ def _follow(
     limit): the exit code and the summary. ``args`` gives the shared options."""
     import asyncio
 
-    from ._follow import Follower, StatusChange, WaitResult
-    from ._pipeline import run_async
+    from .._follow.follower import Follower, StatusChange, WaitResult
+    from .._load.loader import run_async
 
     key = _read_key(args)
     follower = Follower(

@@ -14,15 +14,15 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from . import _events as events
-from ._api import ApiClient, ImportTicket, is_md5
-from ._errors import ApiError, option
-from ._http import redact_text
-from ._manifest import RunState, now_iso
-from ._progress import Stats
-from ._shard import ShardInfo
-from ._throttle import AdaptiveLimit, RateLimiter
-from ._upload import PutFailure, PutOutcome, Stored, put_shard
+from .._errors import ApiError, option
+from .._journal import events
+from .._journal.state import RunState, now_iso
+from .._net.api import ApiClient, ImportTicket, is_md5
+from .._net.put import PutFailure, PutOutcome, Stored, put_shard
+from .._net.session import redact_text
+from .._net.throttle import AdaptiveLimit, RateLimiter
+from .progress import Stats
+from .shard import ShardInfo
 
 log = logging.getLogger("bulkload")
 

@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from ._validate import ChunkResult, ValidateOptions, validate_chunk
+from .rules import ChunkResult, ValidateOptions, validate_chunk
 
 #: How long the first worker may take to answer before the load goes on without workers.
 POOL_START_TIMEOUT = 60.0
@@ -244,5 +244,5 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["bulkload._work"])
+        ctx.set_forkserver_preload(["bulkload._validate.worker"])
     return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)

@@ -1,7 +1,7 @@
 """INPUTs → sources, opened, read in threads: so that nothing hangs and a stop always works.
 
 ``resolve_inputs`` turns the command line's INPUTs (files, directories, glob patterns, ``-``,
-URLs) into an ordered list of :class:`~bulkload._sources.Source`, failing early, before
+URLs) into an ordered list of :class:`~bulkload._inputs.read.Source`, failing early, before
 anything is uploaded, on inputs that cannot be read.
 
 Directories and ``**`` follow symbolic links to directories, and visit each real directory
@@ -41,10 +41,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._errors import SourceError, option
+from .._errors import SourceError, option
 
 if TYPE_CHECKING:
-    from ._sources import Source
+    from .read import Source
 
 log = logging.getLogger("bulkload")
 T = TypeVar("T")
@@ -79,8 +79,8 @@ def resolve_inputs(
     given twice, or one file named twice (it would be uploaded twice); Stop once ``stop``
     is set.
     """
-    from ._remote import is_url, remote_sources
-    from ._sources import Source
+    from .read import Source
+    from .remote import is_url, remote_sources
 
     if not specs:
         raise SourceError("no INPUT given; name files, directories, glob patterns or -")
@@ -318,7 +318,7 @@ def _below(base: str, stop: threading.Event | None, *, files: bool) -> list[str]
 
 
 def _stat_source(display: str) -> tuple[Source, tuple[int, int]]:
-    from ._sources import Source, _check_format, compression_of, format_of
+    from .read import Source, _check_format, compression_of, format_of
 
     try:
         st = os.stat(display)

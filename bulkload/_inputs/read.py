@@ -32,11 +32,11 @@ __all__ = ["Chunk", "Source", "Stop", "check_unchanged", "iter_chunks", "resolve
 
 import zstandard
 
-from ._config import KiB, MiB
-from ._errors import DiskSpaceError, SourceError, option
-from ._inputs import Stop, check_unchanged, open_local, resolve_inputs
-from ._rejects import ASIDE, HEAD_TEXT, Rejects, aside_members, too_long
-from ._remote import open_remote
+from .._config import KiB, MiB
+from .._errors import DiskSpaceError, SourceError, option
+from .._rejects import ASIDE, HEAD_TEXT, Rejects, aside_members, too_long
+from .remote import open_remote
+from .resolve import Stop, check_unchanged, open_local, resolve_inputs
 
 #: Tabular inputs, by the suffix before any compression suffix: each row becomes one line.
 _FORMAT_BY_SUFFIX = {".parquet": "parquet", ".csv": "csv"}
@@ -333,7 +333,7 @@ def iter_chunks(
         raw = open_local(source, stop)
     try:
         if source.format == "parquet":
-            from ._tabular import parquet_chunks
+            from .tabular import parquet_chunks
 
             yield from parquet_chunks(source, raw, block_size)
             return
@@ -359,7 +359,7 @@ def iter_chunks(
 
 
 def _csv(source: Source, raw: BinaryIO, block_size: int, limit: int | None) -> Iterator[Chunk]:
-    from ._tabular import csv_chunks
+    from .tabular import csv_chunks
 
     line = 1
     offset = 0

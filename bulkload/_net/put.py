@@ -24,12 +24,12 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 from yarl import URL
 
-from ._api import s3_error, server_side_encryption
-from ._errors import option
-from ._http import TRANSIENT_ERRORS, describe_exception, redact_url, tls_hint
-from ._retry import is_retryable_status, parse_retry_after
-from ._shard import Piece
-from ._throttle import RateLimiter
+from .._errors import option
+from .._load.shard import Piece
+from .api import s3_error, server_side_encryption
+from .retry import is_retryable_status, parse_retry_after
+from .session import TRANSIENT_ERRORS, describe_exception, redact_url, tls_hint
+from .throttle import RateLimiter
 
 #: 1 MiB slices: PERF-NOTES measured one 64 MiB bytes body 3× slower than streamed slices,
 #: and a slice this size keeps a thread hop per MiB negligible.

@@ -25,14 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from ._config import LoadConfig
-from ._duplicates import DuplicateFinder
-from ._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError, option
-from ._manifest import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
-from ._progress import Stats
-from ._rejects import ASIDE, TOO_LONG, Rejects, Tally, aside_members, looks_like, too_long
-from ._shard import ShardInfo, ShardWriter
-from ._sources import (
+from .._config import LoadConfig
+from .._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError, option
+from .._inputs.read import (
     Chunk,
     LongLines,
     Source,
@@ -43,9 +38,12 @@ from ._sources import (
     iter_chunks,
     line_too_long,
 )
-from ._tabular import record_line
-from ._validate import ChunkResult, ValidateOptions, validate_chunk
-from ._work import (
+from .._inputs.tabular import record_line
+from .._journal.state import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
+from .._rejects import ASIDE, TOO_LONG, Rejects, Tally, aside_members, looks_like, too_long
+from .._validate.duplicates import DuplicateFinder
+from .._validate.rules import ChunkResult, ValidateOptions, validate_chunk
+from .._validate.worker import (
     FileChangedError,
     LineTooLongError,
     RangeResult,
@@ -54,6 +52,8 @@ from ._work import (
     validate_block,
     validate_ranges,
 )
+from .progress import Stats
+from .shard import ShardInfo, ShardWriter
 
 log = logging.getLogger("bulkload")
 T = TypeVar("T")

@@ -1,0 +1,1 @@
+"""⑥ `status` and `wait`: after the upload."""

@@ -1,0 +1,1 @@
+"""① INPUT specs → sources → blocks of whole lines."""

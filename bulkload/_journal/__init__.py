@@ -1,0 +1,1 @@
+"""⑤ The work dir: what a run did, durably."""

@@ -1,0 +1,1 @@
+"""`bulkload load`: ① → ② → ③ → ④ → ⑤, one TaskGroup owning every task."""

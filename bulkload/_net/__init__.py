@@ -1,0 +1,1 @@
+"""④ ⑥ The wire: the only package that imports aiohttp."""

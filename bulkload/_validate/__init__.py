@@ -1,0 +1,1 @@
+"""② Blocks → records and rejects, by the line rules; light to import."""
