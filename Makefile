@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check bulkload tests benchmarks
 	$(PY) -m ruff format --check bulkload tests benchmarks
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

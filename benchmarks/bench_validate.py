@@ -40,9 +40,14 @@ from pathlib import Path
 
 import orjson
 
-from bulkload._inputs.read import Chunk, Source, iter_chunks, resolve_inputs
-from bulkload._validate.rules import ChunkResult, ValidateOptions, validate_chunk
-from bulkload._validate.worker import RangeResult, validate_ranges
+from bulkload._inputs import Chunk, Source, iter_chunks, resolve_inputs
+from bulkload._validate import (
+    ChunkResult,
+    RangeResult,
+    ValidateOptions,
+    validate_chunk,
+    validate_ranges,
+)
 
 from ._common import DATA_DIR, MiB, cpu
 from .datasets import ensure_data

@@ -64,8 +64,8 @@ def ceilings(dataset: Dataset, sink: EmulatorProcess, repeat: int) -> dict[str, 
     def measure_all() -> dict[str, Any]:
         # Imported here: bench_validate calls bulkload's internals, which may change
         # under it; then only these rows fail.
-        from bulkload._inputs.read import resolve_inputs
-        from bulkload._validate.rules import ValidateOptions
+        from bulkload._inputs import resolve_inputs
+        from bulkload._validate import ValidateOptions
 
         from . import bench_validate as bv
 

@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     from ._errors import TooManyRejectsError as TooManyRejectsError
     from ._errors import UsageError as UsageError
     from ._errors import WorkerError as WorkerError
-    from ._follow.follower import Follower as Follower
-    from ._follow.follower import StatusChange as StatusChange
-    from ._follow.follower import WaitResult as WaitResult
+    from ._follow import Follower as Follower
+    from ._follow import StatusChange as StatusChange
+    from ._follow import WaitResult as WaitResult
     from ._load.loader import Loader as Loader
     from ._load.loader import LoadResult as LoadResult
     from ._load.loader import load as load

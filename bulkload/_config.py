@@ -74,6 +74,31 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[unit])
 
 
+def format_bytes(n: float, *, binary: bool = False) -> str:
+    """``1.5 MB``, ``12.0 GB``: decimal units, as rates and the README use them (MB = 10^6);
+    with ``binary``, ``64.0 MiB``: the units sizes are given in (``--shard-size 64MiB``)."""
+    base, units = (
+        (1024, ("B", "KiB", "MiB", "GiB", "TiB"))
+        if binary
+        else (1000, ("B", "KB", "MB", "GB", "TB"))
+    )
+    for unit in units:
+        if abs(n) < base or unit == units[-1]:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= base
+    return f"{n:.1f} {units[-1]}"
+
+
+def format_seconds(s: float) -> str:
+    """``45s``, ``3m07s``, ``2h05m``."""
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
 def parse_partition(text: str) -> tuple[int, int]:
     """``"1/4"`` → ``(1, 4)``: worker 1 (counting from 0) of 4."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)

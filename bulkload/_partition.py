@@ -24,8 +24,9 @@ import orjson
 
 from ._durable import atomic_write
 from ._errors import ConfigError, StateError
-from ._inputs.read import Source
-from ._journal.state import JOURNAL, MANIFEST, STATE_DIR, RunState, load_manifest
+from ._inputs import Source
+from ._journal import MANIFEST, STATE_DIR, RunState, load_manifest
+from ._journal.state import JOURNAL
 from ._version import __version__
 
 #: Options that change which ids a shard's lines yield; ``wait --results`` re-derives the

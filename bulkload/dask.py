@@ -150,7 +150,7 @@ def _submit(
         if not specs:
             raise ConfigError("no inputs: give at least one file, directory, glob or URL")
         # Resolve here first: a bad INPUT fails now, once, not in every task.
-        from ._inputs.read import resolve_inputs
+        from ._inputs import resolve_inputs
 
         resolve_inputs(specs, storage_options=kwargs.get("storage_options"))
         count = npartitions or max(1, len(client.scheduler_info().get("workers", {})))
@@ -238,7 +238,8 @@ def _load_records(
     secret: Secret | None,
     kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    from ._load.loader import Loader, run_async
+    from ._load.loader import Loader
+    from ._runtime import run_async
 
     async def main() -> Any:
         async with Loader(
@@ -260,7 +261,7 @@ def _load_frame(
 ) -> dict[str, Any]:
     import pyarrow as pa
 
-    from ._inputs.tabular import table_rows
+    from ._inputs import table_rows
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
     return _load_records(table_rows(table), namespace, index, count, work_dir, secret, kwargs)

@@ -14,7 +14,7 @@ from helpers import read_manifest, record, write_lines
 
 import bulkload
 from bulkload import cli
-from bulkload._follow.follower import Follower
+from bulkload._follow import Follower
 from bulkload.emulator import Emulator, EmulatorThread
 
 
@@ -153,7 +153,7 @@ def test_wait_max_rps_caps_calls_with_a_thousand_requests(
 def test_wait_refuses_a_work_dir_that_a_load_is_still_writing(
     emulator_thread: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bulkload._journal.state import lock_work_dir, unlock_work_dir
+    from bulkload._journal import lock_work_dir, unlock_work_dir
 
     work = load_some(emulator_thread, tmp_path)
     held = lock_work_dir(work)  # as a running `bulkload load` holds it

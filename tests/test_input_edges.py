@@ -22,11 +22,11 @@ import bulkload
 from bulkload import Loader, cli
 from bulkload._config import LoadConfig
 from bulkload._errors import SourceError
-from bulkload._inputs.read import LongLines, check_unchanged, iter_chunks, resolve_inputs
+from bulkload._inputs import LongLines, check_unchanged, iter_chunks, resolve_inputs
 from bulkload._load.progress import Stats
 from bulkload._load.reader import Reader
-from bulkload._validate.rules import ValidateOptions
-from bulkload._validate.worker import RangeResult, validate_range
+from bulkload._validate import RangeResult, ValidateOptions
+from bulkload._validate.worker import validate_range
 
 
 def run_cli(tmp_path: Path, *args: str) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from bulkload._journal.state import RunState
+from bulkload._journal import RunState
 
 GOLDEN = Path(__file__).parent / "fixtures" / "journal-81c995b"
 

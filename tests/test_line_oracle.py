@@ -15,7 +15,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulkload._validate.rules import ValidateOptions, validate_chunk
+from bulkload._validate import ValidateOptions, validate_chunk
 
 DEFAULT = ValidateOptions()
 

@@ -15,7 +15,7 @@ from helpers import read_manifest, record, write_lines
 
 import bulkload
 from bulkload import cli
-from bulkload._follow.follower import Follower
+from bulkload._follow import Follower
 from bulkload._load.deliver import Deliverer
 from bulkload.emulator import EmulatorThread
 

@@ -111,7 +111,7 @@ def test_plain_http_to_a_remote_host_warns(caplog: pytest.LogCaptureFixture) -> 
             pass
 
     with caplog.at_level(logging.WARNING, logger="bulkload"):
-        bulkload._load.loader.run_async(open_close())
+        bulkload._runtime.run_async(open_close())
     assert any("unencrypted" in r.getMessage() for r in caplog.records)
     assert all(r.getMessage() != "k" for r in caplog.records)
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import bulkload
 from bulkload import cli
-from bulkload._inputs.read import Source
+from bulkload._inputs import Source
 from bulkload.emulator import EmulatorThread
 
 
@@ -233,7 +233,7 @@ def test_partition_with_nothing_to_do_still_writes_its_manifest(
 
 
 def test_two_runs_cannot_share_a_work_dir(tmp_path: Path) -> None:
-    from bulkload._journal.state import lock_work_dir, unlock_work_dir
+    from bulkload._journal import lock_work_dir, unlock_work_dir
 
     src = write_lines(tmp_path / "in.jsonl", [record(1)])
     held = lock_work_dir(tmp_path / "w")  # as a run in another process would

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import io
 
-from bulkload._load.progress import LineDisplay, Progress, progress_line
+from bulkload._load.progress import Progress
+from bulkload.cli._display import LineDisplay, progress_line
 
 
 def snapshot(**overrides: object) -> Progress:

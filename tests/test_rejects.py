@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkload._rejects import ASIDE, Reject, Rejects, reject_json
-from bulkload._validate.duplicates import PARTITIONS, DuplicateFinder
-from bulkload._validate.rules import ValidateOptions, validate_chunk
+from bulkload._validate import DuplicateFinder, ValidateOptions, validate_chunk
+from bulkload._validate.duplicates import PARTITIONS
 
 
 def test_a_block_of_100000_rejects_is_a_few_objects() -> None:

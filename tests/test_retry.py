@@ -3,8 +3,8 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkload._net.retry import RetryPolicy, is_retryable_status, parse_retry_after
-from bulkload._net.throttle import AdaptiveLimit, RateLimiter
+from bulkload._net import AdaptiveLimit, RateLimiter, RetryPolicy
+from bulkload._net.retry import is_retryable_status, parse_retry_after
 
 
 def test_retryable_statuses() -> None:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import bulkload._load.shard as shard_module
 from bulkload._errors import DiskSpaceError
 from bulkload._load.shard import ShardInfo, ShardPlanner, ShardWriter, SourceRange
-from bulkload._validate.rules import ChunkResult
+from bulkload._validate import ChunkResult
 
 SETTINGS = settings(
     max_examples=60,

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkload._errors import SourceError
-from bulkload._inputs.read import Chunk, Source, iter_chunks, resolve_inputs
+from bulkload._inputs import Chunk, Source, iter_chunks, resolve_inputs
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "gz": gzip.compress,

@@ -23,10 +23,11 @@ import zstandard
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bulkload._inputs.read import Chunk, iter_chunks, resolve_inputs
+from bulkload._inputs import Chunk, iter_chunks, resolve_inputs
 from bulkload._rejects import Reject, reject_json
+from bulkload._validate import ChunkResult, ValidateOptions, validate_chunk
 from bulkload._validate.jsonscan import scan as _scan
-from bulkload._validate.rules import ChunkResult, ValidateOptions, _careful, validate_chunk
+from bulkload._validate.rules import _careful
 
 DEFAULT = ValidateOptions()
 DEEP = b'{"id":"deep","d":' + b'{"a":' * 1000 + b"1" + b"}" * 1000 + b"}"

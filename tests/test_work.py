@@ -20,11 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkload._config import LoadConfig
-from bulkload._inputs.read import Source, compression_of
+from bulkload._inputs import Source, compression_of
 from bulkload._load.progress import Stats
 from bulkload._load.reader import Reader, _shift_lines
-from bulkload._validate.rules import ValidateOptions, validate_chunk
-from bulkload._validate.worker import FileChangedError, LineTooLongError, md5_pieces, validate_range
+from bulkload._validate import (
+    FileChangedError,
+    LineTooLongError,
+    ValidateOptions,
+    md5_pieces,
+    validate_chunk,
+)
+from bulkload._validate.worker import validate_range
 
 BOM = b"\xef\xbb\xbf"
 OPTS = ValidateOptions(collect_ids=True)

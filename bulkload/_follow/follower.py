@@ -33,11 +33,10 @@ from .._errors import (
     StateError,
     UsageError,
 )
-from .._journal import events
-from .._journal.state import MANIFEST, RunState
-from .._net.api import ApiClient, ClientOptions, DownloadFailure, RequestStatus, open_client
-from .._net.retry import RetryPolicy
-from .._net.session import redact_text
+from .._journal import MANIFEST, RunState, events
+from .._model import RequestStatus
+from .._net import ApiClient, ClientOptions, DownloadFailure, RetryPolicy, open_client
+from .._redact import redact_text
 from .results import SourceLines, locate_lines, reconcile, unreadable_notes
 
 log = logging.getLogger("bulkload")

@@ -19,10 +19,9 @@ from typing import Any
 
 import orjson
 
-from .._inputs.read import Source, format_of, iter_chunks
-from .._inputs.remote import is_url, reopen
-from .._journal.state import RunState, ShardEntry
-from .._validate.rules import ValidateOptions, validate_chunk
+from .._inputs import Source, format_of, is_url, iter_chunks, reopen
+from .._journal import RunState, ShardEntry
+from .._validate import ValidateOptions, validate_chunk
 
 #: Where records came from when bulkload cannot read them again.
 _UNREADABLE_KINDS = {"-": "standard input", "<records>": "load_records()"}

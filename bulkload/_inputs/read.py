@@ -1,13 +1,13 @@
 """Inputs → blocks of whole lines with their origin.
 
 ``iter_chunks`` streams one source as large blocks of whole lines (:class:`Chunk`),
-decompressing by suffix; ``resolve_inputs`` (``_inputs``) makes the sources. OS and codec
+decompressing by suffix; ``resolve_inputs`` (``resolve``) makes the sources. OS and codec
 errors become :class:`SourceError` once, here, with a message that says what to do.
 
 Opening never hangs past a stop: a FIFO is opened without blocking and waited on while
 ``stop`` is watched (a plain ``open`` blocks until a writer appears); a socket is connected
 to and read. Reads themselves may block (a FIFO whose writer is quiet): the loader does not
-wait for a stuck reader after a stop (``_pipeline``).
+wait for a stuck reader after a stop (``_load.loader``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import bz2
 import errno
 import gzip
-import hashlib
 import io
 import lzma
 import os
@@ -24,11 +23,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol, cast
-
-__all__ = ["Chunk", "Source", "Stop", "check_unchanged", "iter_chunks", "resolve_inputs"]
+from typing import BinaryIO, Protocol, cast
 
 import zstandard
 
@@ -36,11 +31,10 @@ from .._config import KiB, MiB
 from .._errors import DiskSpaceError, SourceError, option
 from .._rejects import ASIDE, HEAD_TEXT, Rejects, aside_members, too_long
 from .remote import open_remote
-from .resolve import Stop, check_unchanged, open_local, resolve_inputs
+from .resolve import check_unchanged, open_local
+from .source import Chunk, LongLines, Source
+from .tabular import csv_chunks, parquet_chunks
 
-#: Tabular inputs, by the suffix before any compression suffix: each row becomes one line.
-_FORMAT_BY_SUFFIX = {".parquet": "parquet", ".csv": "csv"}
-_COMPRESSION_BY_SUFFIX = {".gz": "gz", ".bz2": "bz2", ".xz": "xz", ".zst": "zst"}
 _CODEC_NAME = {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "zst": "zstd"}
 _BOM = b"\xef\xbb\xbf"
 #: Bytes of a file's start that identify its format: magic numbers, and "ustar" at 257.
@@ -63,74 +57,6 @@ _MAGIC: tuple[tuple[re.Pattern[bytes], str], ...] = (
 #: Compressed input handed to the zstd decoder at a time; also bounds how much one call
 #: can decompress at once for ordinary data (zstd ratios on JSON are ~5-20x).
 _ZSTD_READ = 128 * KiB
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """One input file (or stdin), as the user named it."""
-
-    display: str
-    path: Path | None
-    compression: str | None
-    size: int | None
-    mtime_ns: int | None
-    #: ``jsonl``, ``parquet`` or ``csv`` (by suffix); only JSONL is ever sent zero-copy.
-    format: str = "jsonl"
-    #: A remote input (``s3://…``): the URL to read and its fsspec file system; ``path`` is
-    #: then None, as for stdin.
-    url: str | None = None
-    fs: Any = field(default=None, compare=False, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """Whole lines of one source: every line ends with ``\\n`` except possibly the very last
-    line of the source. ``offset`` counts bytes of the decompressed stream, BOM included."""
-
-    data: bytes
-    first_line: int
-    offset: int
-    #: Lines judged while reading (a CSV row with the wrong number of fields, a line too
-    #: long for a shard): each one's place in ``data`` is a blank line, so later lines keep
-    #: their numbers.
-    rejects: Rejects | None = None
-    #: Bytes of the stream this chunk stands for beyond ``data`` (a line set aside).
-    skipped: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class LongLines:
-    """Where lines longer than a shard go: streamed to a file each, never held in memory
-    (such a line can never be uploaded; the file keeps it, so nothing is lost)."""
-
-    directory: Path
-    #: A line longer than this, with its newline, is set aside.
-    max_bytes: int
-
-    def path_for(self, display: str, line: int) -> Path:
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", display)[-80:]
-        tag = hashlib.md5(display.encode(), usedforsecurity=False).hexdigest()[:8]
-        return self.directory / f"{name}.{tag}.line-{line}"
-
-
-def compression_of(name: str) -> str | None:
-    """The codec implied by a file name's last suffix, or None for plain text."""
-    return _COMPRESSION_BY_SUFFIX.get(os.path.splitext(name)[1].lower())
-
-
-def format_of(name: str) -> str:
-    """``parquet``, ``csv`` or ``jsonl``, from the suffix (before a compression suffix)."""
-    base = name[: -len(os.path.splitext(name)[1])] if compression_of(name) else name
-    return _FORMAT_BY_SUFFIX.get(os.path.splitext(base)[1].lower(), "jsonl")
-
-
-def _check_format(source: Source) -> None:
-    if source.format == "parquet" and source.compression is not None:
-        raise SourceError(
-            f"{source.display}: Parquet files are compressed inside; bulkload reads them "
-            "only uncompressed (decompress it and drop the suffix)",
-            path=source.display,
-        )
 
 
 #: A line set aside is copied in pieces of this size.
@@ -333,8 +259,6 @@ def iter_chunks(
         raw = open_local(source, stop)
     try:
         if source.format == "parquet":
-            from .tabular import parquet_chunks
-
             yield from parquet_chunks(source, raw, block_size)
             return
         if source.compression is not None:
@@ -359,8 +283,6 @@ def iter_chunks(
 
 
 def _csv(source: Source, raw: BinaryIO, block_size: int, limit: int | None) -> Iterator[Chunk]:
-    from .tabular import csv_chunks
-
     line = 1
     offset = 0
     try:

@@ -20,6 +20,7 @@ from typing import Any
 
 from .._config import MiB
 from .._errors import SourceError
+from .source import JSONL_NAME, Source, check_format, compression_of, format_of
 
 #: ``scheme://``: a URL for fsspec. Windows drive letters (``C:\\``) have no ``//``.
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -56,11 +57,9 @@ def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[An
     return fs, path
 
 
-def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) -> list[Any]:
+def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) -> list[Source]:
     """The sources one remote INPUT stands for: an object, a "directory" (its JSONL files,
     recursively, sorted) or a glob pattern (sorted)."""
-    from .read import Source, _check_format, compression_of, format_of
-    from .resolve import JSONL_NAME
 
     fs, path = _filesystem(spec, storage_options)
     try:
@@ -113,7 +112,7 @@ def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) 
             url=url,
             fs=fs,
         )
-        _check_format(source)
+        check_format(source)
         sources.append(source)
     return sources
 
@@ -165,7 +164,6 @@ def open_remote(source: Any) -> io.BufferedReader:
 def reopen(url: str, info: Mapping[str, Any]) -> Any:
     """A source for ``url`` as a manifest recorded it (for ``wait --results``), or None
     when its store cannot be reached from here."""
-    from .read import Source, compression_of, format_of
 
     try:
         fs, _ = _filesystem(url, None)

@@ -1,7 +1,7 @@
 """INPUTs → sources, opened, read in threads: so that nothing hangs and a stop always works.
 
 ``resolve_inputs`` turns the command line's INPUTs (files, directories, glob patterns, ``-``,
-URLs) into an ordered list of :class:`~bulkload._inputs.read.Source`, failing early, before
+URLs) into an ordered list of :class:`~bulkload._inputs.source.Source`, failing early, before
 anything is uploaded, on inputs that cannot be read.
 
 Directories and ``**`` follow symbolic links to directories, and visit each real directory
@@ -24,8 +24,6 @@ store cannot keep Ctrl-C from working. :func:`open_local` opens a FIFO without b
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import errno
 import fnmatch
 import glob
@@ -37,27 +35,24 @@ import select
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from .._errors import SourceError, option
-
-if TYPE_CHECKING:
-    from .read import Source
+from .remote import is_url, remote_sources
+from .source import (
+    JSONL_NAME,
+    TABULAR_NAME,
+    Source,
+    Stop,
+    check_format,
+    compression_of,
+    format_of,
+)
 
 log = logging.getLogger("bulkload")
 T = TypeVar("T")
-
-#: What a directory INPUT contributes: JSON lines files, optionally compressed. ``.json``
-#: is included because Spark and many exporters write JSON lines under that name.
-JSONL_NAME = re.compile(r"\.(?:jsonl|ndjson|json)(?:\.(?:gz|bz2|xz|zst))?$", re.IGNORECASE)
-#: Directories contribute JSONL files only (the contract); these are named in a hint.
-_TABULAR_NAME = re.compile(r"\.(?:parquet|csv(?:\.(?:gz|bz2|xz|zst))?)$", re.IGNORECASE)
-
-
-class Stop(Exception):
-    """Raised where reading or resolving notices that the run was asked to stop."""
 
 
 def _check_stop(stop: threading.Event | None) -> None:
@@ -79,8 +74,6 @@ def resolve_inputs(
     given twice, or one file named twice (it would be uploaded twice); Stop once ``stop``
     is set.
     """
-    from .read import Source
-    from .remote import is_url, remote_sources
 
     if not specs:
         raise SourceError("no INPUT given; name files, directories, glob patterns or -")
@@ -135,7 +128,7 @@ def _expand(spec: str, stop: threading.Event | None) -> list[str]:
     if os.path.isdir(spec):
         files = jsonl_files(spec, stop=stop)
         if not files:
-            tabular = jsonl_files(spec, _TABULAR_NAME, stop=stop)
+            tabular = jsonl_files(spec, TABULAR_NAME, stop=stop)
             hint = (
                 f"; it holds {len(tabular)} Parquet/CSV file(s): name them with a glob "
                 f"such as '{os.path.join(spec, '**', '*' + os.path.splitext(tabular[0])[1])}'"
@@ -318,7 +311,6 @@ def _below(base: str, stop: threading.Event | None, *, files: bool) -> list[str]
 
 
 def _stat_source(display: str) -> tuple[Source, tuple[int, int]]:
-    from .read import Source, _check_format, compression_of, format_of
 
     try:
         st = os.stat(display)
@@ -341,84 +333,8 @@ def _stat_source(display: str) -> tuple[Source, tuple[int, int]]:
         mtime_ns=st.st_mtime_ns if regular else None,
         format=format_of(display),
     )
-    _check_format(source)
+    check_format(source)
     return source, (st.st_dev, st.st_ino)
-
-
-#: Seconds the reading thread gets to notice a stop (it checks between blocks, and every
-#: 0.5 s while it waits for the upload queue) before the run ends without it.
-READER_GRACE = 1.5
-
-
-class DaemonCall(Generic[T]):
-    """``fn()`` in a daemon thread whose outcome the loop awaits but never has to join.
-
-    Reading and resolving inputs block in ways nothing can interrupt (a FIFO whose writer
-    is quiet, a hung network file system or store). In the default executor such a thread
-    would keep ``asyncio.run`` from returning after a stop; a daemon thread is left behind
-    instead, and ends with the process.
-    """
-
-    def __init__(self, fn: Callable[[], T], name: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        #: The outcome; awaiting it may be cancelled without affecting the thread.
-        self.result: asyncio.Future[T] = self._loop.create_future()
-        #: Set once the thread has returned, whatever happened to ``result``.
-        self.ended: asyncio.Future[None] = self._loop.create_future()
-        threading.Thread(target=self._run, args=(fn,), name=name, daemon=True).start()
-
-    def _run(self, fn: Callable[[], T]) -> None:
-        try:
-            value = fn()
-        except BaseException as exc:  # handed to the loop, which re-raises it
-            self._post(None, exc)
-        else:
-            self._post(value, None)
-
-    def _post(self, value: T | None, exc: BaseException | None) -> None:
-        # RuntimeError: the loop is closed, and nobody waits for this any more.
-        with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(self._settle, value, exc)
-
-    def _settle(self, value: T | None, exc: BaseException | None) -> None:
-        if not self.result.done():
-            if exc is None:
-                self.result.set_result(value)  # type: ignore[arg-type]  # T when exc is None
-            else:
-                self.result.set_exception(exc)
-        if not self.ended.done():
-            self.ended.set_result(None)
-
-    async def until(self, event: asyncio.Event) -> T | None:
-        """The result, or None as soon as ``event`` is set first (the thread is left)."""
-        waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
-        try:
-            await asyncio.wait([self.result, waiter], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-        if self.result.done():
-            return self.result.result()
-        self.result.add_done_callback(_retrieve)
-        return None
-
-    async def let_go(self, timeout: float) -> None:
-        """Give the thread ``timeout`` seconds to return (after a stop); one stuck in a read
-        (a pipe whose writer is quiet, a hung file system) is left behind, so that the run
-        still ends and flushes its manifest."""
-        try:
-            await asyncio.wait_for(asyncio.shield(self.ended), timeout)
-        except TimeoutError:
-            log.warning(
-                "reading did not stop within %g s (a read is blocked, e.g. a pipe whose "
-                "writer is quiet); ending the run without it",
-                timeout,
-            )
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark an abandoned outcome as seen, so that asyncio does not log it as lost."""
-    if not future.cancelled():
-        future.exception()
 
 
 #: How often a FIFO without a writer yet is looked at again, and ``stop`` checked.

@@ -53,11 +53,11 @@ import orjson
 
 from .._errors import SourceError
 from .._rejects import Rejects
+from .source import Chunk, Source
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from .read import Chunk, Source
 
 #: Batch sizes in rows: a Parquet batch is sized from the file's own bytes per row to give
 #: about one block of JSON; the floor keeps per-batch overhead small for wide rows, the
@@ -85,7 +85,6 @@ def _pyarrow() -> Any:
 
 def parquet_chunks(source: Source, raw: BinaryIO, block_size: int) -> Iterator[Chunk]:
     """Stream a Parquet file as blocks of JSON lines, one line per row."""
-    from .read import Chunk
 
     pa = _pyarrow()
     import pyarrow.parquet as pq
@@ -315,7 +314,6 @@ def csv_chunks(
     A row with more or fewer fields than the header, broken quoting or invalid UTF-8 is
     rejected with its raw text (its place kept as a blank line); a blank row is blank.
     """
-    from .read import Chunk
 
     where = source.display
     text = io.TextIOWrapper(

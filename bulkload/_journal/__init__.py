@@ -1,1 +1,38 @@
-"""⑤ The work dir: what a run did, durably."""
+"""⑤ The work dir: what a run did, written down before it acts.
+
+::
+
+    events.py    the journal's vocabulary: one typed event per step (the crash-safety argument)
+    state.py     RunState: the journal appended and replayed; the manifest, a view of it;
+                 the work dir's lock and file names
+"""
+
+from . import events
+from .state import (
+    DUPLICATES,
+    MANIFEST,
+    REJECTS,
+    SHARDS_DIR,
+    STATE_DIR,
+    RunState,
+    ShardEntry,
+    load_manifest,
+    lock_work_dir,
+    now_iso,
+    unlock_work_dir,
+)
+
+__all__ = [
+    "DUPLICATES",
+    "MANIFEST",
+    "REJECTS",
+    "SHARDS_DIR",
+    "STATE_DIR",
+    "RunState",
+    "ShardEntry",
+    "events",
+    "load_manifest",
+    "lock_work_dir",
+    "now_iso",
+    "unlock_work_dir",
+]

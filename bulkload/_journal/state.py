@@ -32,7 +32,7 @@ import orjson
 
 from .._durable import atomic_write
 from .._errors import StateError, option
-from .._net.api import ImportTicket, parse_time
+from .._model import ImportTicket, parse_time
 from .._version import __version__
 from . import events
 

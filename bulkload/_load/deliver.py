@@ -15,12 +15,19 @@ import logging
 from dataclasses import dataclass, field
 
 from .._errors import ApiError, option
-from .._journal import events
-from .._journal.state import RunState, now_iso
-from .._net.api import ApiClient, ImportTicket, is_md5
-from .._net.put import PutFailure, PutOutcome, Stored, put_shard
-from .._net.session import redact_text
-from .._net.throttle import AdaptiveLimit, RateLimiter
+from .._journal import RunState, events, now_iso
+from .._model import ImportTicket
+from .._net import (
+    AdaptiveLimit,
+    ApiClient,
+    PutFailure,
+    PutOutcome,
+    RateLimiter,
+    Stored,
+    is_md5,
+    put_shard,
+)
+from .._redact import redact_text
 from .progress import Stats
 from .shard import ShardInfo
 

@@ -1,14 +1,7 @@
-"""``Loader``: wires read → validate → shard → upload → manifest, and owns every task.
+"""``Loader``: wires read → validate → shard → upload → journal, and owns every task (the
+flow is drawn in ``bulkload._load``).
 
-::
-
-    reader thread (_reader)               event loop (one TaskGroup, here)
-    ───────────────────────               ────────────────────────────────
-    inputs ─► blocks ─► validate_chunk ─► ShardWriter ─► _accept ─► queue ─► upload workers
-              (8 MiB)   (_validate)        (_shard:      (journal   (bounded)  (_deliver: import
-                                            pieces, md5)  "shard")              call, PUT, journal)
-
-The reader runs in one worker thread because its work is CPU and blocking file I/O; it hands
+The reader runs in its own thread because its work is CPU and blocking file I/O; it hands
 each finished shard to the loop and blocks while the queue is full, so a slow network slows
 the reader down instead of filling the disk (backpressure). With the shards in flight, at
 most about ``queue_depth + upload_concurrency`` shards exist on disk at once.
@@ -24,7 +17,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import AsyncIterable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,22 +31,20 @@ from .._errors import (
     UsageError,
     option,
 )
-from .._inputs.read import Source, Stop, resolve_inputs
-from .._inputs.resolve import READER_GRACE, DaemonCall
-from .._journal import events
-from .._journal.state import (
+from .._inputs import Source, Stop, resolve_inputs
+from .._journal import (
     MANIFEST,
     REJECTS,
     SHARDS_DIR,
     RunState,
+    events,
     lock_work_dir,
     now_iso,
     unlock_work_dir,
 )
-from .._net.api import ApiClient, ClientOptions, open_client
-from .._net.put import SLICE
-from .._net.throttle import AdaptiveLimit, RateLimiter
+from .._net import SLICE, AdaptiveLimit, ApiClient, ClientOptions, RateLimiter, open_client
 from .._partition import partition_inputs, partition_record
+from .._runtime import READER_GRACE, DaemonCall, run_async
 from .deliver import Deliverer, remove_shard_file
 from .progress import Progress, Stats
 from .reader import Reader
@@ -685,13 +676,3 @@ def load(
             return await loader.load(inputs)
 
     return run_async(main())
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run`` on uvloop where it is installed (it is on Linux and macOS)."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - Windows
-        return asyncio.run(coro)
-    result: T = uvloop.run(coro)
-    return result

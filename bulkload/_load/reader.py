@@ -27,7 +27,7 @@ from typing import IO, Any, TypeVar
 
 from .._config import LoadConfig
 from .._errors import DiskSpaceError, SourceError, TooManyRejectsError, WorkerError, option
-from .._inputs.read import (
+from .._inputs import (
     Chunk,
     LongLines,
     Source,
@@ -37,21 +37,23 @@ from .._inputs.read import (
     copy_aside,
     iter_chunks,
     line_too_long,
+    record_line,
 )
-from .._inputs.tabular import record_line
-from .._journal.state import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
+from .._journal import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
 from .._rejects import ASIDE, TOO_LONG, Rejects, Tally, aside_members, looks_like, too_long
-from .._validate.duplicates import DuplicateFinder
-from .._validate.rules import ChunkResult, ValidateOptions, validate_chunk
-from .._validate.worker import (
+from .._validate import (
+    ChunkResult,
+    DuplicateFinder,
     FileChangedError,
     LineTooLongError,
     RangeResult,
+    ValidateOptions,
     md5_pieces,
-    start_pool,
     validate_block,
+    validate_chunk,
     validate_ranges,
 )
+from .pool import start_pool
 from .progress import Stats
 from .shard import ShardInfo, ShardWriter
 

@@ -34,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .._config import MiB
+from .._config import MiB, format_bytes
 from .._durable import fsync_dir
 from .._errors import DiskSpaceError, option
-from .._validate.rules import ChunkResult
+from .._model import Piece
+from .._validate import ChunkResult
 
 #: Free space kept beyond one full shard when a shard file is opened: room for the
 #: manifest, rejects.jsonl and file-system metadata, so a full disk fails here, clearly,
@@ -57,15 +58,6 @@ class SourceRange:
     path: str
     first_line: int
     last_line: int
-
-
-@dataclass(frozen=True, slots=True)
-class Piece:
-    """``length`` bytes of ``path`` from ``offset``: part of a shard's body."""
-
-    path: Path
-    offset: int
-    length: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -376,8 +368,8 @@ class ShardWriter:
                 free = 0
         what = "the disk filled up while writing a shard" if exc else "not enough free space"
         return DiskSpaceError(
-            f"{what} in {self.directory}: {_human(free)} free, a shard needs up to "
-            f"{_human(self.max_bytes)} plus {_human(DISK_RESERVE)} to spare; free some space "
+            f"{what} in {self.directory}: {format_bytes(free, binary=True)} free, a shard needs up to "
+            f"{format_bytes(self.max_bytes, binary=True)} plus {format_bytes(DISK_RESERVE, binary=True)} to spare; free some space "
             f"or lower {option('--shard-size', 'shard_max_bytes')}, then rerun to resume"
         )
 
@@ -397,11 +389,3 @@ def _hash_and_write(shard: _OpenShard, data: memoryview, write: bool, hash_it: b
 
 def _partial(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
-
-
-def _human(n: int) -> str:
-    if n < MiB:
-        return f"{n:,} bytes"
-    if n < 1024 * MiB:
-        return f"{n / MiB:.1f} MiB"
-    return f"{n / (1024 * MiB):.1f} GiB"

@@ -20,8 +20,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -32,17 +31,10 @@ from yarl import URL
 
 from .._config import Endpoint
 from .._errors import ApiError, AuthError, option
+from .._model import ImportTicket, RequestStatus, parse_time
+from .._redact import Secret, redact_text, redact_url
 from .retry import RetryPolicy, is_retryable_status, parse_retry_after
-from .session import (
-    TRANSIENT_ERRORS,
-    Secret,
-    describe_exception,
-    is_loopback_host,
-    make_session,
-    redact_text,
-    redact_url,
-    tls_hint,
-)
+from .session import TRANSIENT_ERRORS, describe_exception, is_loopback_host, make_session, tls_hint
 from .throttle import AdaptiveLimit, RateLimiter, api_rate
 
 log = logging.getLogger("bulkload")
@@ -60,47 +52,6 @@ _DOWNLOAD_ERRORS: tuple[type[BaseException], ...] = (
     *TRANSIENT_ERRORS,
     aiohttp.ClientPayloadError,
 )
-
-
-def parse_time(text: object) -> datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class ImportTicket:
-    """One server-side request waiting for its upload. The URL is the credential: no repr."""
-
-    request_id: str
-    object_key: str
-    upload_url: str = field(repr=False)
-    expires_at: datetime | None
-
-    def usable(self, *, margin: timedelta = timedelta(minutes=2)) -> bool:
-        """Whether the URL will still be valid ``margin`` from now (time to send a shard)."""
-        return self.expires_at is None or datetime.now(UTC) + margin < self.expires_at
-
-
-@dataclass(frozen=True, slots=True)
-class RequestStatus:
-    """What the API said about one request: its processing status, and where its results
-    are once it succeeded (``data_url`` is a credential: no repr)."""
-
-    request_id: str
-    status: str
-    error_summary: str | None = None
-    data_url: str | None = field(default=None, repr=False)
-    data_count: int | None = None
-    data_expires_at: datetime | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in {"succeeded", "failed"}
 
 
 class BadAnswer(Exception):

@@ -25,10 +25,11 @@ from aiohttp.payload import Payload
 from yarl import URL
 
 from .._errors import option
-from .._load.shard import Piece
+from .._model import Piece
+from .._redact import redact_url
 from .api import s3_error, server_side_encryption
 from .retry import is_retryable_status, parse_retry_after
-from .session import TRANSIENT_ERRORS, describe_exception, redact_url, tls_hint
+from .session import TRANSIENT_ERRORS, describe_exception, tls_hint
 from .throttle import RateLimiter
 
 #: 1 MiB slices: PERF-NOTES measured one 64 MiB bytes body 3× slower than streamed slices,

@@ -1,1 +1,38 @@
-"""② Blocks → records and rejects, by the line rules; light to import."""
+"""② Blocks of lines → records and rejects, by the contract's line rules and the server's.
+
+Pure and picklable, and light to import: worker processes start by importing ``worker``
+(no aiohttp; a test checks).
+
+::
+
+    rules.py        the line rules: the fast path per block, the careful path per line,
+                    --id-field/--coerce-id edits
+    serverjson.py   the server's JSON rules (numbers, depth, Unicode) certified per block
+    jsonscan.py     the second opinion: an iterative RFC 8259 scanner that words errors
+    worker.py       what a worker process runs: byte ranges, whole blocks, a shard's MD5
+    duplicates.py   --check-duplicates: an external hash partition of ids
+"""
+
+from .duplicates import DuplicateFinder
+from .rules import ChunkResult, ValidateOptions, validate_chunk
+from .worker import (
+    FileChangedError,
+    LineTooLongError,
+    RangeResult,
+    md5_pieces,
+    validate_block,
+    validate_ranges,
+)
+
+__all__ = [
+    "ChunkResult",
+    "DuplicateFinder",
+    "FileChangedError",
+    "LineTooLongError",
+    "RangeResult",
+    "ValidateOptions",
+    "md5_pieces",
+    "validate_block",
+    "validate_chunk",
+    "validate_ranges",
+]

@@ -41,23 +41,23 @@ _ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
 
 _WS = re.compile(rb"[ \t\n\r]*+")
 # Possessive quantifiers: a failed match must not backtrack exponentially on long strings.
-_STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"')
+STRING = re.compile(rb'"(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+"')
 _STRING_BODY = re.compile(rb'(?:[^"\\\x00-\x1f]++|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*+')
 _NUMBER = re.compile(rb"-?+(?:0|[1-9][0-9]*+)(?:\.[0-9]++)?+(?:[eE][+-]?+[0-9]++)?+")
-_INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]*)")
+INTEGER = re.compile(rb"-?(?:0|[1-9][0-9]*)")
 _ID_KEY = re.compile(rb'"id"[ \t\n\r]*+:[ \t\n\r]*+')
-_NUMBER_STARTS = frozenset(bytes([c]) for c in b"-0123456789")
+NUMBER_STARTS = frozenset(bytes([c]) for c in b"-0123456789")
 #: A number the regex matched only a prefix of, such as 01, 1., 1e or 1-, is invalid.
-_NUMBER_TAILS = frozenset(bytes([c]) for c in b"0123456789.eE+-")
+NUMBER_TAILS = frozenset(bytes([c]) for c in b"0123456789.eE+-")
 _LITERALS = {ord("t"): b"true", ord("f"): b"false", ord("n"): b"null"}
-_KINDS = {
+KINDS = {
     b"{": "an object",
     b"[": "an array",
     b'"': "a string",
     b"t": "a boolean",
     b"f": "a boolean",
     b"n": "null",
-    **{c: "a number" for c in _NUMBER_STARTS},
+    **{c: "a number" for c in NUMBER_STARTS},
 }
 
 
@@ -108,7 +108,7 @@ def scan(b: bytes) -> tuple[bytes, int, list[tuple[bytes, int, int]]]:
                         key, value_start = found, pos
                 continue
         elif c == 0x22:  # "
-            match = _STRING.match(b, pos)
+            match = STRING.match(b, pos)
             if match is None:
                 raise _string_error(b, pos)
             _check_surrogates(b, pos, match.end())
@@ -124,7 +124,7 @@ def scan(b: bytes) -> tuple[bytes, int, list[tuple[bytes, int, int]]]:
             match = _NUMBER.match(b, pos)
             if b.startswith(b"-Infinity", pos):
                 raise JsonError(pos, "-Infinity is not valid JSON")
-            if match is None or b[match.end() : match.end() + 1] in _NUMBER_TAILS:
+            if match is None or b[match.end() : match.end() + 1] in NUMBER_TAILS:
                 raise JsonError(pos, "invalid number")
             _check_number(b, pos, match.end())
             pos = match.end()
@@ -172,7 +172,7 @@ def _key(b: bytes, pos: int) -> tuple[int, bytes]:
         if b[pos : pos + 1] == b"}":
             raise JsonError(pos, "trailing comma before '}'")
         raise JsonError(pos, f"expected a key in double quotes, found {_char(b, pos)}")
-    match = _STRING.match(b, pos)
+    match = STRING.match(b, pos)
     if match is None:
         raise _string_error(b, pos)
     _check_surrogates(b, pos, match.end())

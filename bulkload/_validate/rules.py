@@ -44,11 +44,11 @@ import msgspec
 from .._config import KiB, MiB
 from .._rejects import TOO_LONG, Ids, Rejects
 from .jsonscan import (
-    _INTEGER,
-    _KINDS,
-    _NUMBER_STARTS,
-    _NUMBER_TAILS,
-    _STRING,
+    INTEGER,
+    KINDS,
+    NUMBER_STARTS,
+    NUMBER_TAILS,
+    STRING,
     JsonError,
     Refused,
     risky,
@@ -282,7 +282,7 @@ def _second_opinion(body: bytes, opts: ValidateOptions) -> str | tuple[bytes, st
     except JsonError as exc:
         return f"invalid JSON at column {_column(body, exc.pos)}: {exc.message}"
     if kind != b"{":
-        return f"expected a JSON object, got {_KINDS[kind]}"
+        return f"expected a JSON object, got {KINDS[kind]}"
     rest = skip(body, end)
     if rest < len(body):
         column = _column(body, rest)
@@ -336,8 +336,8 @@ def _judge(
                 "valid Unicode"
             )
         new = token
-    elif first in _NUMBER_STARTS:
-        if not _INTEGER.fullmatch(token):
+    elif first in NUMBER_STARTS:
+        if not INTEGER.fullmatch(token):
             extra = "; --coerce-id turns only integers into strings" if opts.coerce_id else ""
             return f"{name} is a number{flag}{extra}"
         if not opts.coerce_id:
@@ -345,7 +345,7 @@ def _judge(
         value = token.decode("ascii")
         new = b'"' + token + b'"'
     else:
-        return f"{name} is {_KINDS[first]}{flag}"
+        return f"{name} is {KINDS[first]}{flag}"
     if name == "id" and new is token:
         return body, value
     if id_token is None:
@@ -373,7 +373,7 @@ def _id_span(
             stop = start + len(token)
             # In valid JSON nothing but whitespace or , } ] follows a complete value, so
             # the second test only rules out a longer number, such as 75 for 7.
-            if body.startswith(token, start) and body[stop : stop + 1] not in _NUMBER_TAILS:
+            if body.startswith(token, start) and body[stop : stop + 1] not in NUMBER_TAILS:
                 found.append(start)
         if len(found) == 1 and _is_top_level(body, found[0]):
             return found[0], found[0] + len(token)
@@ -391,7 +391,7 @@ def _is_top_level(body: bytes, pos: int) -> bool:
     prefix = body[: body.rindex(b'"id"', 0, pos)]
     if prefix.strip(b" \t\r\n") == b"{":  # the common case: id is the first key
         return True
-    bare = _STRING.sub(b"", prefix)
+    bare = STRING.sub(b"", prefix)
     opened = bare.count(b"{") + bare.count(b"[")
     return opened - bare.count(b"}") - bare.count(b"]") == 1
 

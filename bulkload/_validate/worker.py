@@ -14,20 +14,14 @@ Light on imports on purpose: a worker process starts by importing this module.
 from __future__ import annotations
 
 import hashlib
-import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from .rules import ChunkResult, ValidateOptions, validate_chunk
 
-#: How long the first worker may take to answer before the load goes on without workers.
-POOL_START_TIMEOUT = 60.0
-log = logging.getLogger("bulkload")
 _BOM = b"\xef\xbb\xbf"
 #: How much is read at a time while looking for the newline that ends a range's last line.
 _SCAN = 64 * 1024
@@ -213,36 +207,3 @@ def md5_pieces(pieces: list[tuple[str, int, int]]) -> str:
                 digest.update(view[:n])
                 done += n
     return digest.hexdigest()
-
-
-# -- in the loading process: the pool ---------------------------------------------------
-
-
-def start_pool(workers: int) -> ProcessPoolExecutor | None:
-    """A pool whose first worker answered; None, with a warning, if processes cannot start
-    here (no POSIX semaphores without /dev/shm, no socket for the fork server, a script
-    without a ``__main__`` guard): the load then runs in this process."""
-    pool = None
-    try:
-        pool = _pool(workers)
-        pool.submit(ready).result(timeout=POOL_START_TIMEOUT)
-    except (OSError, ImportError, NotImplementedError, RuntimeError, BrokenProcessPool) as exc:
-        log.warning(
-            "worker processes could not start (%s); validating in this process instead. "
-            "(From a script, keep its code under `if __name__ == '__main__':`.)",
-            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-        )
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
-        return None
-    return pool
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    """Worker processes started from a clean server process (forkserver) rather than forked
-    from this one, whose other threads may hold locks at the moment of a fork."""
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if ctx.get_start_method() == "forkserver":
-        ctx.set_forkserver_preload(["bulkload._validate.worker"])
-    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=exit_with_parent)

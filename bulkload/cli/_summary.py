@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._journal.state import DUPLICATES
-from .._load.progress import human_bytes, human_seconds
+from .._config import format_bytes, format_seconds
+from .._journal import DUPLICATES
 
 if TYPE_CHECKING:
-    from .._follow.follower import WaitResult
+    from .._follow import WaitResult
     from .._load.loader import LoadResult
 
 #: Mismatches and failures printed before the rest are only counted (all are in --json).
@@ -21,8 +21,8 @@ _MAX_SHOWN = 20
 
 
 def load_summary(r: LoadResult) -> list[str]:
-    rate = human_bytes(r.bytes_read / max(r.elapsed, 1e-9))
-    took = f"({human_bytes(r.bytes_read)} in {human_seconds(r.elapsed)}, {rate}/s)"
+    rate = format_bytes(r.bytes_read / max(r.elapsed, 1e-9))
+    took = f"({format_bytes(r.bytes_read)} in {format_seconds(r.elapsed)}, {rate}/s)"
     if not r.records and r.rejected:
         head = f"nothing to load into {r.namespace}: every one of {r.rejected:,} lines was rejected"
     elif r.dry_run:
