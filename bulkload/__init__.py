@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from ._follow import StatusChange as StatusChange
     from ._follow import WaitResult as WaitResult
     from ._load.loader import Loader as Loader
-    from ._load.loader import LoadResult as LoadResult
     from ._load.loader import load as load
     from ._load.progress import Progress as Progress
+    from ._load.run import LoadResult as LoadResult
     from ._partition import merge_manifests as merge_manifests
     from ._partition import partition_inputs as partition_inputs
 
@@ -60,7 +60,7 @@ _WHERE = {
     "merge_manifests": "._partition",
     "partition_inputs": "._partition",
     "Loader": "._load.loader",
-    "LoadResult": "._load.loader",
+    "LoadResult": "._load.run",
     "load": "._load.loader",
     "Progress": "._load.progress",
 }

@@ -1,117 +1,28 @@
-"""``Loader``: wires read → validate → shard → upload → journal, and owns every task (the
-flow is drawn in ``bulkload._load``).
-
-The reader runs in its own thread because its work is CPU and blocking file I/O; it hands
-each finished shard to the loop and blocks while the queue is full, so a slow network slows
-the reader down instead of filling the disk (backpressure). With the shards in flight, at
-most about ``queue_depth + upload_concurrency`` shards exist on disk at once.
-"""
+"""``Loader``, the public face of a load, and ``load()`` for scripts; the engine is ``Run``
+(``run.py``), and the flow is drawn in ``bulkload._load``."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
-import shutil
-import threading
-import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from .._config import Endpoint, LoadConfig
-from .._errors import (
-    BulkloadError,
-    ConfigError,
-    ExitCode,
-    StateError,
-    UsageError,
-    option,
-)
+from .._errors import ConfigError, UsageError
 from .._inputs import Source, Stop, resolve_inputs
-from .._journal import (
-    MANIFEST,
-    REJECTS,
-    SHARDS_DIR,
-    RunState,
-    events,
-    lock_work_dir,
-    now_iso,
-    unlock_work_dir,
-)
-from .._net import SLICE, AdaptiveLimit, ApiClient, ClientOptions, RateLimiter, open_client
+from .._journal import MANIFEST, REJECTS
+from .._net import ApiClient, ClientOptions, open_client
 from .._partition import partition_inputs, partition_record
-from .._runtime import READER_GRACE, DaemonCall, run_async
-from .deliver import Deliverer, remove_shard_file
-from .progress import Progress, Stats
-from .reader import Reader
-from .shard import ShardInfo
+from .._runtime import DaemonCall, run_async
+from .progress import Progress
+from .run import LoadResult, StopSignal, Run
 
 log = logging.getLogger("bulkload")
-T = TypeVar("T")
-
-#: Options that decide where shards begin and end; a resume must use the same ones.
-_SHARDING_OPTIONS = ("shard_max_bytes", "shard_max_records", "id_field", "coerce_id")
-
-
-@dataclass(frozen=True, slots=True)
-class LoadResult:
-    """What a load did. ``exit_code`` follows the CLI contract (0, 3, 4, 130)."""
-
-    namespace: str
-    work_dir: Path
-    manifest_path: Path
-    rejects_path: Path
-    lines: int
-    records: int
-    rejected: int
-    blank: int
-    shards: int
-    uploaded: int
-    skipped: int
-    failed: int
-    bytes_read: int
-    bytes_uploaded: int
-    elapsed: float
-    dry_run: bool
-    interrupted: bool = False
-    failed_shards: tuple[int, ...] = field(default_factory=tuple)
-    #: With ``check_duplicates``: ids seen more than once (listed in duplicates.jsonl).
-    duplicate_ids: int | None = None
-    #: Records in uploaded shards (this run's and earlier runs').
-    records_uploaded: int = 0
-    #: Uploaded shards whose bytes the store's ETag could not confirm, and why (once each).
-    etag_unverified: int = 0
-    etag_notes: tuple[str, ...] = ()
-    #: Shards whose failed request was sent again under a new one (``resend_failed``).
-    resent: int = 0
-    #: Some shard failed because an input changed under it: a plain rerun is refused.
-    restart_needed: bool = False
-    #: What the inputs looked like where that matters (a file whose every line was
-    #: rejected: "it looks like pretty-printed JSON …"), in words.
-    notes: tuple[str, ...] = ()
-
-    @property
-    def exit_code(self) -> ExitCode:
-        if self.interrupted:
-            return ExitCode.SIGINT
-        if self.failed:
-            return ExitCode.FAILED
-        if self.rejected:
-            return ExitCode.REJECTS
-        return ExitCode.OK
-
-    def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
-        doc["work_dir"] = str(self.work_dir)
-        doc["manifest_path"] = str(self.manifest_path)
-        doc["rejects_path"] = str(self.rejects_path)
-        doc["failed_shards"] = list(self.failed_shards)
-        doc["exit_code"] = self.exit_code
-        return doc
 
 
 class Loader:
@@ -165,8 +76,7 @@ class Loader:
         self.storage_options = dict(storage_options or {})
         self._client: ApiClient | None = None
         self._closed = False
-        self._stop = threading.Event()
-        self._stop_requested: asyncio.Event | None = None
+        self._stop = StopSignal()
 
     def __repr__(self) -> str:
         return (
@@ -204,9 +114,7 @@ class Loader:
     def request_stop(self) -> None:
         """Stop gracefully: read no more, start no new upload, finish the ones in flight
         within ``config.grace`` seconds, then cancel them. Safe from a signal handler."""
-        self._stop.set()
-        if self._stop_requested is not None:
-            self._stop_requested.set()
+        self._stop.request()
 
     # -- public entry points -------------------------------------------------------------
 
@@ -219,13 +127,13 @@ class Loader:
         specs = [os.fspath(i) for i in inputs]
         if not specs:
             raise ConfigError("no inputs: give at least one file, directory, glob or -")
-        self._stop.clear()
-        stopped = self._stop_requested = asyncio.Event()
+        self._stop.arm()
+        stopped = self._stop.requested
         # In a thread the loop never has to join: a hung file system or store, or a huge
         # tree, must not keep a stop from ending the load.
         resolving = DaemonCall(
             functools.partial(
-                resolve_inputs, specs, storage_options=self.storage_options, stop=self._stop
+                resolve_inputs, specs, storage_options=self.storage_options, stop=self._stop.thread
             ),
             name="bulkload-inputs",
         )
@@ -237,9 +145,9 @@ class Loader:
             return self._nothing_loaded()
         part = self.config.partition
         if part is None:
-            return await _Run(self, sources).execute()
+            return await self._run(sources).execute()
         share = partition_inputs(sources, *part)
-        return await _Run(self, share, partition=partition_record(sources, *part)).execute()
+        return await self._run(share, partition_record(sources, *part)).execute()
 
     def _nothing_loaded(self) -> LoadResult:
         """The result of a load stopped before it read anything."""
@@ -262,392 +170,21 @@ class Loader:
         """
         part = self.config.partition
         partition = partition_record([], *part) if part is not None else None
-        return await _Run(self, [], partition=partition).execute(records)
+        self._stop.arm()
+        return await self._run([], partition).execute(records)
 
-
-class _Run:
-    """One execution of a load: the state shared by the reader thread and the upload tasks."""
-
-    def __init__(
-        self, loader: Loader, sources: list[Source], partition: dict[str, Any] | None = None
-    ) -> None:
-        self.loader = loader
-        self.cfg = loader.config
-        self.sources = sources
-        self.partition = partition
-        self.stats = Stats(started=time.monotonic(), dry_run=self.cfg.dry_run)
-        if sources and all(
-            s.size is not None and s.compression is None and s.format == "jsonl" for s in sources
-        ):
-            self.stats.bytes_total = sum(s.size or 0 for s in sources)
-        self.state = RunState(loader.work_dir)  # replayed from the journal in _begin
-        self.shard_dir = loader.work_dir / SHARDS_DIR
-        self.reader = Reader(self.cfg, self.stats, loader.work_dir, loader._stop)
-        self.queue: asyncio.Queue[ShardInfo | None] = asyncio.Queue(self.cfg.effective_queue_depth)
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._lock: int | None = None  # the work dir's lock, held from _begin to _end
-        self.resent = 0
-        #: Upload workers delivering a shard right now (the others wait for one).
-        self._busy: set[asyncio.Task[None]] = set()
-
-    # -- set-up and tear-down ----------------------------------------------------------------
-
-    def _run_identity(self) -> events.Run:
-        options = asdict(self.cfg)
-        options["ca_bundle"] = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
-        return events.Run(
-            namespace=self.loader.namespace,
-            base_url=self.loader.base_url,
-            inputs=[
-                {"path": s.display, "size": s.size, "mtime_ns": s.mtime_ns,
-                 "compression": s.compression, "format": s.format}
-                for s in self.sources
-            ],
-            options=options,
-            # Relative INPUT paths are relative to this: `wait` run from elsewhere finds them.
-            cwd=os.getcwd(),
-            started_at=now_iso(),
-            partition=self.partition,
-        )  # fmt: skip
-
-    def _check_resume(self, identity: events.Run) -> None:
-        """Refuse to resume a work dir that belongs to other inputs or options."""
-        old = self.state.run
-        if not old or not self.state.shards:
-            return
-        if self.cfg.restart:
-            self._set_aside()
-            return
-        problems = []
-        if old.get("namespace") != identity.namespace:
-            problems.append(f"namespace was {old.get('namespace')!r}")
-        old_opts = old.get("options", {})
-        for key in _SHARDING_OPTIONS:
-            if key in old_opts and old_opts[key] != identity.options[key]:
-                problems.append(f"{key} was {old_opts[key]!r}, now {identity.options[key]!r}")
-        old_inputs = [(i["path"], i.get("size"), i.get("mtime_ns")) for i in old.get("inputs", [])]
-        new_inputs = [(i["path"], i["size"], i["mtime_ns"]) for i in identity.inputs]
-        if old_inputs != new_inputs and new_inputs and not all(i[0] == "-" for i in new_inputs):
-            problems.append("the inputs changed (paths, sizes or modification times)")
-        if problems:
-            raise StateError(
-                f"{self.loader.work_dir} holds an earlier run that this one cannot resume: "
-                + "; ".join(problems)
-                + ". Rerun with the same inputs and options, use another "
-                + option("--work-dir", "work_dir")
-                + ", or add "
-                + option("--restart", "restart=True")
-                + " to start over (the earlier manifest is kept aside)."
-            )
-
-    def _set_aside(self) -> None:
-        """--restart: keep the earlier manifest and journal under a timestamped name."""
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        work = self.loader.work_dir
-        for path in (work / "manifest.json", self.state.journal_path):
-            if path.exists():
-                path.rename(path.with_name(f"{path.stem}.before-{stamp}{path.suffix}"))
-        if self.shard_dir.exists():
-            shutil.rmtree(self.shard_dir)
-        self.state = RunState(work)
-
-    def _begin(self) -> None:
-        try:
-            self._lock = lock_work_dir(self.loader.work_dir)
-        except OSError as exc:
-            raise self._unwritable(exc) from None
-        try:
-            self.state = RunState.open(self.loader.work_dir)
-            identity = self._run_identity()
-            self._check_resume(identity)
-            self.state.start(identity)
-            self.shard_dir.mkdir(parents=True, exist_ok=True)
-            self.reader.open()
-        except BaseException as exc:
-            self.state.close()
-            unlock_work_dir(self._lock)
-            self._lock = None
-            if isinstance(exc, OSError) and not isinstance(exc, BulkloadError):
-                raise self._unwritable(exc) from None
-            raise
-
-    def _unwritable(self, exc: OSError) -> StateError:
-        where = f" ({exc.filename})" if exc.filename else ""
-        return StateError(
-            f"cannot write to the work dir {self.loader.work_dir}{where}: {exc.strerror or exc}; "
-            f"choose another {option('--work-dir', 'work_dir')} or fix its permissions"
+    def _run(self, sources: list[Source], partition: dict[str, Any] | None = None) -> Run:
+        return Run(
+            namespace=self.namespace,
+            config=self.config,
+            work_dir=self.work_dir,
+            base_url=self.base_url,
+            client=self._client,
+            stop=self._stop,
+            on_progress=self.on_progress,
+            sources=sources,
+            partition=partition,
         )
-
-    def _end(self, *, finished: bool) -> None:
-        """Close the run: totals into the journal (a finished run only) and the manifest."""
-        self.reader.close()
-        s = self.stats
-        totals = {"lines": s.lines, "records": s.records, "rejected": s.rejected, "blank": s.blank}
-        if self.reader.duplicates is not None:
-            totals["duplicate_ids"] = self.reader.duplicates[0]
-        if finished:
-            self.state.record(events.Finish(at=now_iso(), totals=totals))
-        else:
-            self.state.totals = totals
-        self.state.write_manifest(force=True)
-        self.state.close()
-        unlock_work_dir(self._lock)
-        self._lock = None
-
-    # -- the run ------------------------------------------------------------------------------
-
-    async def execute(
-        self,
-        records: AsyncIterable[Mapping[str, Any]] | Iterable[Mapping[str, Any]] | None = None,
-    ) -> LoadResult:
-        """Read ``self.sources`` (or ``records``), upload every shard, return the result."""
-        loader = self.loader
-        client = loader._client
-        if client is None and not self.cfg.dry_run:
-            raise UsageError("use the Loader as `async with Loader(...) as loader:`")
-        self.loop = asyncio.get_running_loop()
-        loader._stop.clear()
-        stop_requested = loader._stop_requested = asyncio.Event()
-        await asyncio.to_thread(self._begin)
-        deliverer = self._deliverer(client) if client is not None else None
-        reading: DaemonCall[None] | None = None
-        try:
-            try:
-                async with asyncio.TaskGroup() as tg:
-                    ticker = tg.create_task(self._tick())
-                    workers = [
-                        tg.create_task(self._worker(deliverer))
-                        for _ in range(self.cfg.upload_concurrency)
-                    ]
-                    watchdog = tg.create_task(self._watchdog(workers))
-                    with contextlib.suppress(Stop):
-                        if records is None:
-                            reading = DaemonCall(
-                                functools.partial(
-                                    self.reader.read_sources, self.sources, self._hand_over
-                                ),
-                                name="bulkload-reader",
-                            )
-                            # After a stop, the uploads' end must not wait on a read
-                            # that may never return (the thread is then left behind).
-                            await reading.until(stop_requested)  # raises the reader's error
-                            if not reading.result.done():
-                                await reading.let_go(READER_GRACE)
-                        else:
-                            await self.reader.read_records(records, self._accept)
-                    self.stats.reading_done = self.reader.done
-                    for _ in workers:
-                        await self.queue.put(None)
-                    await asyncio.gather(*workers)
-                    watchdog.cancel()
-                    ticker.cancel()
-            except* Stop:
-                pass  # the grace period ran out; the result says what is unfinished
-        except BaseException as exc:
-            # Fatal error or cancellation: stop the reader, record what is known, re-raise
-            # the error itself rather than the TaskGroup's wrapper around it.
-            loader._stop.set()
-            if reading is not None:
-                # A second cancellation while it waits must not skip the manifest flush.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reading.let_go(READER_GRACE)
-            self._end(finished=False)
-            error = _unwrap(exc)
-            if isinstance(error, BulkloadError) and self.state.shards:
-                r = self._result(interrupted=False)
-                error.add_note(
-                    f"before it stopped: {r.uploaded} of {r.shards} shard(s) uploaded "
-                    f"({r.records_uploaded:,} records), {r.failed} failed; the manifest is "
-                    f"{r.manifest_path}"
-                )
-            raise error from None
-        loader._stop.set()
-        if reading is not None:
-            await reading.let_go(READER_GRACE)
-        pending = any(e.status == "pending" for e in self.state.shards.values())
-        finished = self.reader.done and (self.cfg.dry_run or not pending)
-        await asyncio.to_thread(self._end, finished=finished)
-        if loader.on_progress is not None:
-            loader.on_progress(self.stats.snapshot())
-        return self._result(interrupted=not finished and stop_requested.is_set())
-
-    def _deliverer(self, client: ApiClient) -> Deliverer:
-        limit = AdaptiveLimit(self.cfg.upload_concurrency)
-        bandwidth = None
-        if self.cfg.max_bandwidth:
-            bandwidth = RateLimiter(self.cfg.max_bandwidth, burst=SLICE)
-        return Deliverer(
-            namespace=self.loader.namespace,
-            state=self.state,
-            api=client.paced_by(limit),
-            limit=limit,
-            stats=self.stats,
-            bandwidth=bandwidth,
-            keep_files=self.cfg.keep_shards,
-            verify_etag=self.cfg.verify_etag,
-            content_md5=self.cfg.content_md5,
-        )
-
-    async def _watchdog(self, workers: list[asyncio.Task[None]]) -> None:
-        """After a stop request, give uploads in flight ``grace`` seconds, then cancel them."""
-        assert self.loader._stop_requested is not None
-        await self.loader._stop_requested.wait()
-        self._drain_queue()
-        # A worker waiting for a shard has nothing to finish (a dry run's never has): it
-        # goes now; uploads in flight get the grace period.
-        for w in workers:
-            if w not in self._busy:
-                w.cancel()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.cfg.grace):
-                await asyncio.gather(*workers, return_exceptions=True)
-        for w in workers:
-            w.cancel()
-        raise Stop
-
-    def _drain_queue(self) -> None:
-        while not self.queue.empty():
-            self.queue.get_nowait()
-
-    async def _tick(self) -> None:
-        """Progress a few times a second; the manifest at most once a second."""
-        while True:
-            if self.loader.on_progress is not None:
-                self.loader.on_progress(self.stats.snapshot())
-            if self.state.dirty:
-                await asyncio.to_thread(self.state.write_manifest, force=False)
-            await asyncio.sleep(0.25)
-
-    def _hand_over(self, shard: ShardInfo) -> None:
-        """From the reader thread: give a finished shard to the loop; wait while it is full."""
-        assert self.loop is not None
-        if self.loader._stop.is_set():
-            raise Stop
-        future = asyncio.run_coroutine_threadsafe(self._accept(shard), self.loop)
-        while True:
-            try:
-                future.result(timeout=0.5)
-                return
-            except TimeoutError:
-                if self.loader._stop.is_set():
-                    future.cancel()
-                    raise Stop from None
-
-    # -- in the loop -------------------------------------------------------------------------------
-
-    async def _accept(self, shard: ShardInfo) -> None:
-        """A shard is ready: journal it (or recognise it from an earlier run), then queue it."""
-        stats = self.stats
-        stats.shards += 1
-        stats.bytes_planned += shard.bytes
-        entry = self.state.shards.get(shard.index)
-        if entry is not None and entry.md5 != shard.md5 and entry.status == "uploaded":
-            raise StateError(
-                f"shard {shard.index} differs from the one an earlier run uploaded "
-                f"(md5 {entry.md5} then, {shard.md5} now): the inputs changed. Use "
-                f"{option('--restart', 'restart=True')} to load them as a new run, or another "
-                f"{option('--work-dir', 'work_dir')}."
-            )
-        if entry is not None and entry.md5 == shard.md5 and entry.status == "uploaded":
-            if self.cfg.resend_failed and _failed_processing(entry):
-                await self.state.record_async(events.Resend(index=shard.index))
-                self.resent += 1
-            else:
-                stats.skipped += 1
-                stats.bytes_confirmed += shard.bytes
-                stats.records_uploaded += shard.records
-                await asyncio.to_thread(remove_shard_file, shard)
-                return
-        event = events.Shard(
-            index=shard.index,
-            records=shard.records,
-            bytes=shard.bytes,
-            md5=shard.md5,
-            sources=[
-                {"path": r.path, "first_line": r.first_line, "last_line": r.last_line}
-                for r in shard.sources
-            ],
-        )
-        if entry is None or entry.md5 != shard.md5:
-            await self.state.record_async(event)
-        elif entry.status == "failed":
-            await self.state.record_async(events.Retry(index=shard.index))
-        if self.cfg.dry_run:
-            return
-        await self.queue.put(shard)
-
-    async def _worker(self, deliverer: Deliverer | None) -> None:
-        while True:
-            shard = await self.queue.get()
-            if shard is None:
-                return
-            if self.loader._stop.is_set():
-                continue
-            assert deliverer is not None
-            task = asyncio.current_task()
-            assert task is not None
-            self._busy.add(task)
-            try:
-                async with deliverer.limit:
-                    self.stats.in_flight += 1
-                    try:
-                        await deliverer.deliver(shard)
-                    finally:
-                        self.stats.in_flight -= 1
-            finally:
-                self._busy.discard(task)
-
-    def _result(self, interrupted: bool) -> LoadResult:
-        s = self.stats
-        entries = self.state.shards.values()
-        uploaded = [e for e in entries if e.status == "uploaded"]
-        failed = sorted(i for i, e in self.state.shards.items() if e.status == "failed")
-        unverified = [e for e in uploaded if e.etag_verified is False]
-        return LoadResult(
-            namespace=self.loader.namespace,
-            work_dir=self.loader.work_dir,
-            manifest_path=self.state.manifest_path,
-            rejects_path=self.reader.rejects_path,
-            lines=s.lines,
-            records=s.records,
-            rejected=s.rejected,
-            blank=s.blank,
-            shards=len(self.state.shards),
-            uploaded=len(uploaded),
-            skipped=s.skipped,
-            failed=len(failed),
-            bytes_read=s.bytes_read,
-            bytes_uploaded=s.bytes_uploaded,
-            elapsed=time.monotonic() - s.started,
-            dry_run=self.cfg.dry_run,
-            interrupted=interrupted,
-            failed_shards=tuple(failed),
-            duplicate_ids=self.reader.duplicates[0] if self.reader.duplicates else None,
-            records_uploaded=sum(e.records for e in uploaded),
-            etag_unverified=len(unverified),
-            etag_notes=tuple(dict.fromkeys(e.etag_note or "" for e in unverified if e.etag_note)),
-            resent=self.resent,
-            restart_needed=any(self.state.shards[i].needs_restart for i in failed),
-            notes=tuple(self.reader.notes),
-        )
-
-
-def _failed_processing(entry: Any) -> bool:
-    """Whether ``status``/``wait`` recorded that the shard's request failed on the server."""
-    return (entry.processing or {}).get("processing_status") == "failed"
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    """The first bulkload error inside (nested) exception groups, else the group itself."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _unwrap(inner)
-            if isinstance(found, BulkloadError):
-                return found
-        for inner in exc.exceptions:
-            if not isinstance(inner, asyncio.CancelledError):
-                return _unwrap(inner)
-    return exc
 
 
 def load(

@@ -16,7 +16,7 @@ from ._exit import EXIT_OK, EXIT_REJECTS, EXIT_SIGINT, EXIT_SIGTERM, error
 
 if TYPE_CHECKING:
     from .._config import LoadConfig
-    from .._load.loader import LoadResult
+    from .._load.run import LoadResult
 
 log = logging.getLogger("bulkload")
 

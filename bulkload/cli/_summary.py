@@ -14,7 +14,7 @@ from .._journal import DUPLICATES
 
 if TYPE_CHECKING:
     from .._follow import WaitResult
-    from .._load.loader import LoadResult
+    from .._load.run import LoadResult
 
 #: Mismatches and failures printed before the rest are only counted (all are in --json).
 _MAX_SHOWN = 20
