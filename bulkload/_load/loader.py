@@ -20,7 +20,7 @@ from .._net import ApiClient, ClientOptions, open_client
 from .._partition import partition_inputs, partition_record
 from .._runtime import DaemonCall, run_async
 from .progress import Progress
-from .run import LoadResult, StopSignal, Run
+from .run import LoadResult, Run, StopSignal
 
 log = logging.getLogger("bulkload")
 
