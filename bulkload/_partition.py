@@ -16,7 +16,7 @@ manifests) and combines them into one manifest that ``status`` and ``wait`` acce
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,8 @@ import orjson
 
 from ._durable import atomic_write
 from ._errors import ConfigError, StateError
-from ._inputs import Source
-from ._journal import MANIFEST, STATE_DIR, RunState, load_manifest
-from ._journal.state import JOURNAL
+from ._inputs import Source, resolve_inputs
+from ._journal import JOURNAL, MANIFEST, STATE_DIR, RunState, load_manifest
 from ._version import __version__
 
 #: Options that change which ids a shard's lines yield; ``wait --results`` re-derives the
@@ -36,7 +35,25 @@ _ID_OPTIONS = ("id_field", "coerce_id")
 _NOT_FILES = ("-", "<records>")
 
 
-def partition_inputs(sources: Sequence[Source], index: int, count: int) -> list[Source]:
+def partition_inputs(
+    inputs: Sequence[str | os.PathLike[str]],
+    index: int,
+    count: int,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The files (or object URLs) worker ``index`` (0-based) of ``count`` loads, given the
+    INPUTs every worker is given (files, directories, globs, URLs): what ``load
+    --partition I/N`` takes, for planning or for an engine of your own.
+
+    Raises ConfigError for standard input or a file of unknown size (a pipe), which cannot
+    be split the same way on every worker; SourceError as ``load`` does for bad INPUTs.
+    """
+    sources = resolve_inputs([os.fspath(i) for i in inputs], storage_options=storage_options)
+    return [s.display for s in share_of(sources, index, count)]
+
+
+def share_of(sources: Sequence[Source], index: int, count: int) -> list[Source]:
     """Worker ``index``'s share (0-based) of ``sources`` split ``count`` ways by size.
 
     The share keeps the order of ``sources``. Raises ConfigError for standard input or a

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import bulkload
 from bulkload import cli
 from bulkload._inputs import Source
+from bulkload._partition import share_of
 from bulkload.emulator import EmulatorThread
 
 
@@ -32,7 +33,7 @@ def test_property_every_file_in_exactly_one_balanced_partition(
     sizes: list[int], count: int, seed: int
 ) -> None:
     sources = [fake(f"data/part-{i:03d}.jsonl", size) for i, size in enumerate(sizes)]
-    shares = [bulkload.partition_inputs(sources, i, count) for i in range(count)]
+    shares = [share_of(sources, i, count) for i in range(count)]
     # Every file in exactly one share; each share keeps the input order.
     every = [s.display for share in shares for s in share]
     assert sorted(every) == sorted(s.display for s in sources)
@@ -44,17 +45,29 @@ def test_property_every_file_in_exactly_one_balanced_partition(
     # Deterministic: the same assignment whatever order the list was built in.
     shuffled = sources[:]
     random.Random(seed).shuffle(shuffled)
-    again = [
-        {s.display for s in bulkload.partition_inputs(shuffled, i, count)} for i in range(count)
-    ]
+    again = [{s.display for s in share_of(shuffled, i, count)} for i in range(count)]
     assert again == [{s.display for s in share} for share in shares]
+
+
+def test_the_public_function_takes_inputs_as_load_does(tmp_path: Path) -> None:
+    """`partition_inputs` answers with the files each worker loads, from INPUT specs (no
+    private type needed): the same shares as `load --partition` uses."""
+    for i, size in enumerate([500, 300, 200, 100]):
+        (tmp_path / f"part-{i}.jsonl").write_bytes(b'{"id":"x"}\n' * size)
+    shares = [bulkload.partition_inputs([str(tmp_path)], i, 2) for i in range(2)]
+    assert sorted(p for share in shares for p in share) == sorted(
+        str(tmp_path / f"part-{i}.jsonl") for i in range(4)
+    )
+    assert shares[0] == [str(tmp_path / "part-0.jsonl"), str(tmp_path / "part-3.jsonl")]
 
 
 def test_partition_refuses_stdin_and_bad_specs() -> None:
     with pytest.raises(bulkload.ConfigError, match="standard input"):
-        bulkload.partition_inputs([Source("-", None, None, None, None)], 0, 2)
+        share_of([Source("-", None, None, None, None)], 0, 2)
     with pytest.raises(bulkload.ConfigError, match="0 <= I < N"):
-        bulkload.partition_inputs([], 2, 2)
+        share_of([], 2, 2)
+    with pytest.raises(bulkload.ConfigError, match="standard input"):
+        bulkload.partition_inputs(["-"], 0, 2)
     assert cli.main(["load", "ns", "x.jsonl", "--partition", "2/2", "--dry-run"]) == 2
     assert cli.main(["load", "ns", "x.jsonl", "--partition", "one", "--dry-run"]) == 2
 

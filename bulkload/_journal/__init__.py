@@ -10,6 +10,7 @@
 from . import events
 from .state import (
     DUPLICATES,
+    JOURNAL,
     MANIFEST,
     REJECTS,
     SHARDS_DIR,
@@ -24,6 +25,7 @@ from .state import (
 
 __all__ = [
     "DUPLICATES",
+    "JOURNAL",
     "MANIFEST",
     "REJECTS",
     "SHARDS_DIR",

@@ -17,7 +17,7 @@ from .._errors import ConfigError, UsageError
 from .._inputs import Source, Stop, resolve_inputs
 from .._journal import MANIFEST, REJECTS
 from .._net import ApiClient, ClientOptions, open_client
-from .._partition import partition_inputs, partition_record
+from .._partition import partition_record, share_of
 from .._runtime import DaemonCall, run_async
 from .progress import Progress
 from .run import LoadResult, Run, StopSignal
@@ -146,7 +146,7 @@ class Loader:
         part = self.config.partition
         if part is None:
             return await self._run(sources).execute()
-        share = partition_inputs(sources, *part)
+        share = share_of(sources, *part)
         return await self._run(share, partition_record(sources, *part)).execute()
 
     def _nothing_loaded(self) -> LoadResult:
