@@ -26,13 +26,14 @@ from ._durable import atomic_write
 from ._errors import ConfigError, StateError
 from ._inputs import Source, resolve_inputs
 from ._journal import JOURNAL, MANIFEST, STATE_DIR, RunState, load_manifest
+from ._model import RECORDS_SOURCE, STDIN
 from ._version import __version__
 
 #: Options that change which ids a shard's lines yield; ``wait --results`` re-derives the
 #: ids from the source lines with them, so merged manifests must agree on them.
 _ID_OPTIONS = ("id_field", "coerce_id")
 #: Inputs that cannot overlap between manifests in a way merge could see.
-_NOT_FILES = ("-", "<records>")
+_NOT_FILES = (STDIN, RECORDS_SOURCE)
 
 
 def partition_inputs(

@@ -34,7 +34,7 @@ from .._errors import (
     UsageError,
 )
 from .._journal import MANIFEST, RunState, events
-from .._model import RequestStatus
+from .._model import TERMINAL, ProcessingStatus, RequestStatus, ShardStatus
 from .._net import ApiClient, ClientOptions, DownloadFailure, RetryPolicy, open_client
 from .._redact import redact_text
 from .results import SourceLines, locate_lines, reconcile, unreadable_notes
@@ -252,7 +252,7 @@ class Follower:
                 if st is None:
                     continue  # named in result.errors; the others go on
                 results_file = None
-                if st.status == "succeeded" and out is not None:
+                if st.status == ProcessingStatus.SUCCEEDED and out is not None:
                     results_file = await self._download(index, st, out, result)
                     if results_file is None:
                         continue  # likewise
@@ -360,9 +360,9 @@ class Follower:
             out.mkdir(parents=True, exist_ok=True)
         todo = []
         for entry in self.state.shards.values():
-            if entry.status != "uploaded" or not entry.request_id:
+            if entry.status != ShardStatus.UPLOADED or not entry.request_id:
                 continue
-            done = (entry.processing or {}).get("processing_status") in ("succeeded", "failed")
+            done = (entry.processing or {}).get("processing_status") in TERMINAL
             if not done or (out is not None and not self._has_results(entry.index, out)):
                 todo.append(entry.index)
         return sorted(todo)
@@ -370,7 +370,7 @@ class Follower:
     def _has_results(self, index: int, out: Path) -> bool:
         entry = self.state.shards[index]
         proc = entry.processing or {}
-        if proc.get("processing_status") == "failed":
+        if proc.get("processing_status") == ProcessingStatus.FAILED:
             return True
         return _complete(out / f"{entry.request_id}.jsonl", proc.get("data_count"))
 
@@ -458,16 +458,16 @@ class Follower:
     def _tally(self, result: WaitResult) -> None:
         statuses: dict[str, int] = {}
         for entry in self.state.shards.values():
-            if entry.status != "uploaded" or not entry.request_id:
+            if entry.status != ShardStatus.UPLOADED or not entry.request_id:
                 continue
             result.requests += 1
             proc = entry.processing or {}
             status = str(proc.get("processing_status") or "unknown")
             statuses[status] = statuses.get(status, 0) + 1
-            if status == "succeeded":
+            if status == ProcessingStatus.SUCCEEDED:
                 result.succeeded += 1
                 result.objects += int(proc.get("data_count") or 0)
-            elif status == "failed":
+            elif status == ShardStatus.FAILED:
                 result.failed += 1
                 result.failures.append(
                     {
@@ -486,7 +486,9 @@ class Follower:
             else:
                 result.unfinished += 1
         result.not_uploaded = sum(
-            1 for e in self.state.shards.values() if e.status != "uploaded" or not e.request_id
+            1
+            for e in self.state.shards.values()
+            if e.status != ShardStatus.UPLOADED or not e.request_id
         )
         result.statuses = statuses
 

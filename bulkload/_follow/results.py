@@ -21,10 +21,11 @@ import orjson
 
 from .._inputs import Source, format_of, is_url, iter_chunks, reopen
 from .._journal import RunState, ShardEntry
+from .._model import RECORDS_SOURCE, STDIN, ProcessingStatus, ShardStatus
 from .._validate import ValidateOptions, validate_chunk
 
 #: Where records came from when bulkload cannot read them again.
-_UNREADABLE_KINDS = {"-": "standard input", "<records>": "load_records()"}
+_UNREADABLE_KINDS = {STDIN: "standard input", RECORDS_SOURCE: "load_records()"}
 #: How the server names a line of the uploaded object in an ``error_summary``.
 _LINE_REF = re.compile(r"\bline (\d+)\b")
 #: Missing ids listed per shard before the rest are only counted.
@@ -159,7 +160,10 @@ def reconcile(state: RunState, out: Path) -> tuple[list[str], list[str]]:
         for index in sorted(state.shards):
             entry = state.shards[index]
             proc = entry.processing or {}
-            if entry.status != "uploaded" or proc.get("processing_status") != "succeeded":
+            if (
+                entry.status != ShardStatus.UPLOADED
+                or proc.get("processing_status") != ProcessingStatus.SUCCEEDED
+            ):
                 continue
             mismatches += _join_shard(entry, lines.of_shard(entry), out, joined)
     os.replace(joined_tmp, out / "results.jsonl")

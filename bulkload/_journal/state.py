@@ -32,7 +32,7 @@ import orjson
 
 from .._durable import atomic_write
 from .._errors import StateError, option
-from .._model import ImportTicket, parse_time
+from .._model import ImportTicket, ShardStatus, parse_time
 from .._version import __version__
 from . import events
 
@@ -106,7 +106,7 @@ class ShardEntry:
     bytes: int
     md5: str
     sources: list[dict[str, Any]]
-    status: str = "pending"  # pending | uploaded | failed
+    status: ShardStatus = ShardStatus.PENDING
     request_id: str | None = None
     object_key: str | None = None
     attempts: int = 0
@@ -252,7 +252,7 @@ class RunState:
             entry = ShardEntry(
                 index=s["index"], records=s.get("records", 0), bytes=s.get("bytes", 0),
                 md5=s.get("md5", ""), sources=s.get("sources", []),
-                status=s.get("status", "pending"), request_id=s.get("request_id"),
+                status=ShardStatus(s.get("status", "pending")), request_id=s.get("request_id"),
                 object_key=s.get("object_key"), attempts=s.get("attempts", 0),
                 etag=s.get("etag"), etag_verified=s.get("etag_verified"),
                 etag_note=s.get("etag_note"), error=s.get("error"),
@@ -359,7 +359,7 @@ class RunState:
             case events.Abandon():
                 entry.forget_request(entry.abandoned_request_ids)
             case events.Uploaded():
-                entry.status = "uploaded"
+                entry.status = ShardStatus.UPLOADED
                 entry.etag = e.etag
                 entry.etag_verified = e.etag_verified
                 entry.etag_note = e.etag_note
@@ -368,19 +368,19 @@ class RunState:
                 entry.error = None
                 entry.upload_url = None  # spent: never PUT this shard again
             case events.Failed():
-                entry.status = "failed"
+                entry.status = ShardStatus.FAILED
                 entry.error = e.error
                 entry.needs_restart = e.restart
                 entry.attempts = e.attempts or entry.attempts
             case events.Retry():
                 # A failed shard is being tried again by this run.
-                entry.status = "pending"
+                entry.status = ShardStatus.PENDING
                 entry.error = None
                 entry.needs_restart = False
             case events.Resend():
                 # Its request failed processing; the records go up again under a new one.
                 entry.forget_request(entry.failed_request_ids)
-                entry.status = "pending"
+                entry.status = ShardStatus.PENDING
                 entry.etag = entry.etag_note = entry.etag_verified = entry.uploaded_at = None
                 entry.processing = None
             case events.Processing():
@@ -394,8 +394,8 @@ class RunState:
 
     def manifest(self) -> dict[str, Any]:
         shards = [self.shards[i].public() for i in sorted(self.shards)]
-        uploaded = sum(1 for s in self.shards.values() if s.status == "uploaded")
-        failed = sum(1 for s in self.shards.values() if s.status == "failed")
+        uploaded = sum(1 for s in self.shards.values() if s.status == ShardStatus.UPLOADED)
+        failed = sum(1 for s in self.shards.values() if s.status == ShardStatus.FAILED)
         totals = {
             "lines": 0, "records": 0, "rejected": 0, "blank": 0,
             **self.totals,

@@ -40,6 +40,7 @@ from .._inputs import (
     record_line,
 )
 from .._journal import DUPLICATES, REJECTS, SHARDS_DIR, STATE_DIR
+from .._model import RECORDS_SOURCE
 from .._rejects import ASIDE, TOO_LONG, Rejects, Tally, aside_members, looks_like, too_long
 from .._validate import (
     ChunkResult,
@@ -62,8 +63,6 @@ T = TypeVar("T")
 
 #: Under the work dir: lines longer than a shard, one file each (regenerated every run).
 LONG_LINES = "long-lines"
-#: Where records from ``load_records`` say they came from, in rejects and the manifest.
-RECORDS_SOURCE = "<records>"
 #: Serialized records handed to validation at once by ``read_records``.
 _RECORD_BATCH_BYTES = 4 << 20
 #: Plain JSONL input from which worker processes pay for their start (see Reader._workers):

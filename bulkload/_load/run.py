@@ -24,6 +24,7 @@ from .._config import LoadConfig
 from .._errors import BulkloadError, ExitCode, StateError, UsageError, option
 from .._inputs import Source, Stop
 from .._journal import (
+    MANIFEST,
     SHARDS_DIR,
     RunState,
     events,
@@ -31,6 +32,7 @@ from .._journal import (
     now_iso,
     unlock_work_dir,
 )
+from .._model import ProcessingStatus, ShardStatus
 from .._net import SLICE, AdaptiveLimit, ApiClient, RateLimiter
 from .._runtime import READER_GRACE, DaemonCall
 from .deliver import Deliverer, remove_shard_file
@@ -226,7 +228,7 @@ class Run:
         """--restart: keep the earlier manifest and journal under a timestamped name."""
         stamp = time.strftime("%Y%m%dT%H%M%S")
         work = self.work_dir
-        for path in (work / "manifest.json", self.state.journal_path):
+        for path in (work / MANIFEST, self.state.journal_path):
             if path.exists():
                 path.rename(path.with_name(f"{path.stem}.before-{stamp}{path.suffix}"))
         if self.shard_dir.exists():
@@ -344,7 +346,7 @@ class Run:
         self.stop.thread.set()
         if reading is not None:
             await reading.let_go(READER_GRACE)
-        pending = any(e.status == "pending" for e in self.state.shards.values())
+        pending = any(e.status == ShardStatus.PENDING for e in self.state.shards.values())
         finished = self.reader.done and (self.cfg.dry_run or not pending)
         await asyncio.to_thread(self._end, finished=finished)
         if self.on_progress is not None:
@@ -420,14 +422,14 @@ class Run:
         stats.shards += 1
         stats.bytes_planned += shard.bytes
         entry = self.state.shards.get(shard.index)
-        if entry is not None and entry.md5 != shard.md5 and entry.status == "uploaded":
+        if entry is not None and entry.md5 != shard.md5 and entry.status == ShardStatus.UPLOADED:
             raise StateError(
                 f"shard {shard.index} differs from the one an earlier run uploaded "
                 f"(md5 {entry.md5} then, {shard.md5} now): the inputs changed. Use "
                 f"{option('--restart', 'restart=True')} to load them as a new run, or another "
                 f"{option('--work-dir', 'work_dir')}."
             )
-        if entry is not None and entry.md5 == shard.md5 and entry.status == "uploaded":
+        if entry is not None and entry.md5 == shard.md5 and entry.status == ShardStatus.UPLOADED:
             if self.cfg.resend_failed and _failed_processing(entry):
                 await self.state.record_async(events.Resend(index=shard.index))
                 self.resent += 1
@@ -449,7 +451,7 @@ class Run:
         )
         if entry is None or entry.md5 != shard.md5:
             await self.state.record_async(event)
-        elif entry.status == "failed":
+        elif entry.status == ShardStatus.FAILED:
             await self.state.record_async(events.Retry(index=shard.index))
         if self.cfg.dry_run:
             return
@@ -479,8 +481,8 @@ class Run:
     def _result(self, interrupted: bool) -> LoadResult:
         s = self.stats
         entries = self.state.shards.values()
-        uploaded = [e for e in entries if e.status == "uploaded"]
-        failed = sorted(i for i, e in self.state.shards.items() if e.status == "failed")
+        uploaded = [e for e in entries if e.status == ShardStatus.UPLOADED]
+        failed = sorted(i for i, e in self.state.shards.items() if e.status == ShardStatus.FAILED)
         unverified = [e for e in uploaded if e.etag_verified is False]
         return LoadResult(
             namespace=self.namespace,
@@ -513,7 +515,7 @@ class Run:
 
 def _failed_processing(entry: Any) -> bool:
     """Whether ``status``/``wait`` recorded that the shard's request failed on the server."""
-    return (entry.processing or {}).get("processing_status") == "failed"
+    return (entry.processing or {}).get("processing_status") == ProcessingStatus.FAILED
 
 
 def _unwrap(exc: BaseException) -> BaseException:

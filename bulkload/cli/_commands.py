@@ -151,10 +151,11 @@ def load(args: argparse.Namespace, argv: list[str]) -> int:
 
 def merge(args: argparse.Namespace) -> int:
     from .._errors import StateError
+    from .._journal import MANIFEST
     from .._partition import merge_manifests, write_merged
 
     doc = merge_manifests(args.manifests)
-    target = args.output / "manifest.json" if args.output.is_dir() else args.output
+    target = args.output / MANIFEST if args.output.is_dir() else args.output
     if any(Path(m["manifest"]).resolve() == target.resolve() for m in doc["merged_from"]):
         raise StateError(f"{target} is one of the manifests being merged; write elsewhere")
     path = write_merged(doc, args.output)
