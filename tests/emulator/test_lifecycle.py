@@ -22,7 +22,7 @@ from bulkload.emulator import Emulator, EmulatorThread, Faults, RequestInfo
 from bulkload.emulator._cli import add_arguments
 
 API_KEY = "test-key"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 JSON_CT = {"Content-Type": "application/json"}
 BODY = b'{"id": "a"}\n{"id": "b"}\n'

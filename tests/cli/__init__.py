@@ -1,0 +1,1 @@
+"""Tests of bulkload.cli, as that package is laid out."""

@@ -1,0 +1,1 @@
+"""Tests of bulkload.emulator, as that package is laid out."""

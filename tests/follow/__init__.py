@@ -1,0 +1,1 @@
+"""Tests of bulkload._follow, as that package is laid out."""

@@ -1,0 +1,1 @@
+"""Tests of bulkload._inputs, as that package is laid out."""

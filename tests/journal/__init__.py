@@ -1,0 +1,1 @@
+"""Tests of bulkload._journal, as that package is laid out."""

@@ -1,0 +1,1 @@
+"""Tests of bulkload._load, as that package is laid out."""

@@ -1,0 +1,1 @@
+"""Tests of bulkload._net, as that package is laid out."""

@@ -1,0 +1,1 @@
+"""Tests of bulkload._validate, as that package is laid out."""
