@@ -1,9 +1,11 @@
 """The one exception tree of bulkload.
 
 Every failure a user can meet is one of these, with a message that says what failed, where
-(file and line, shard, requestId) and what to try next. Exceptions from aiohttp and the OS
-are translated once, at the seams in ``_api.py``, ``_upload.py`` and ``_sources.py``, and
-chained with ``raise ... from exc``.
+(file and line, shard, requestId) and what to try next. aiohttp's exceptions are translated
+in one package, ``_net`` (the API client, the PUT, the results download); each stage
+translates the OS errors of its own files (inputs in ``_inputs``, shard files and rejects
+in ``_load``, the work dir in ``_journal`` and ``_load.run``), naming the file. Chained with
+``raise ... from exc``; every message passes through ``_redact`` before anyone sees it.
 
 ::
 

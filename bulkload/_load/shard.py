@@ -190,7 +190,7 @@ class ShardWriter:
         that file in place; pass no origin to have every byte copied into shard files.
 
         ``hash_inline=False``: leave ``md5`` empty; the caller hashes each finished shard
-        from its pieces on disk (``_work.md5_pieces``, in a worker process), and may feed
+        from its pieces on disk (``_validate.worker.md5_pieces``, in a worker process), and may feed
         results of clean ranges with an origin and no data at all."""
         if not (write or hash_inline):
             raise ValueError("a shard hashed from its pieces on disk must be written")
