@@ -308,6 +308,40 @@ class SchemaCheck:
             out.append((index, self._explain(_parse(data[start : ends[index]]))))
         return out
 
+    def check_lines(self, data: bytes) -> list[tuple[int, str]] | None:
+        """bulkload's fast path and the schema in one decode per line: None if a line of
+        ``data`` is not a JSON object with a non-empty string ``id`` (or not JSON at all,
+        or nested too deep for msgspec): the caller's careful path then judges the block
+        line by line. Else the records that fail the schema, as :meth:`check_block`.
+
+        It replaces the fast path's id-only decode when a schema is given (measured: 0.4
+        CPU s/GB less than that decode followed by :meth:`check_block`). It may decline a
+        line the id-only decode takes (a lone surrogate escape elsewhere in the line, say),
+        never the other way round, so the careful path keeps the last word.
+        """
+        is_valid = self._compiled().is_valid
+
+        def judge(line: bytes) -> bool | None:
+            record = _DECODE(line)
+            if type(record) is not dict:
+                return None
+            record_id = record.get("id")
+            if type(record_id) is not str or not record_id:
+                return None
+            return is_valid(record)
+
+        try:
+            verdicts = list(map(judge, io.BytesIO(data)))
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        if None in verdicts:
+            return None
+        if all(verdicts):
+            return []
+        lines = io.BytesIO(data).readlines()
+        failed = itertools.compress(itertools.count(), map(operator.not_, verdicts))
+        return [(index, self._explain(_parse(lines[index]))) for index in failed]
+
     def _explain(self, record: Any) -> str:
         found: list[tuple[tuple[int, ...], str]] = []
         for error in self._compiled().iter_errors(record):

@@ -321,6 +321,9 @@ def test_records_bulkload_accepts_at_its_edges() -> None:
     data = b"\n".join([big, deep, both]) + b"\n"
     ends = [len(big) + 1, len(big) + len(deep) + 2, len(data)]
     assert check.check_block(data, ends) == [(2, check.check(both))]
+    # Too deep for msgspec under Python's default recursion limit: the fast path's check
+    # declines the block (None) or, once the limit was raised, agrees.
+    assert check.check_lines(data) in (None, check.check_block(data, ends))
 
 
 def test_check_block_gives_the_failing_records_in_order() -> None:
@@ -356,6 +359,46 @@ def test_check_block_agrees_with_check_line_by_line(records: list[dict[str, Any]
     check = SchemaCheck(obj({"price": {"type": "number", "minimum": 0}}, required=["price"]))
     expected = [(i, r) for i, rec in enumerate(records) if (r := check.check(line(rec)))]
     assert check.check_block(*block(records)) == expected
+
+
+@pytest.mark.parametrize(
+    "declined",
+    [
+        b'["not", "an", "object"]',
+        b'{"sku": "no id"}',
+        b'{"id": ""}',
+        b'{"id": 7}',
+        b'{"id": "a", "id": null}',  # the last one counts, as for SafetyKit
+        b'{"id": "a"',
+        b"",
+    ],
+)
+def test_check_lines_leaves_what_bulkload_itself_refuses_to_the_careful_path(
+    declined: bytes,
+) -> None:
+    check = SchemaCheck(obj({"price": {"type": "number"}}))
+    good, bad = b'{"id":"a","price":1}', b'{"id":"b","price":"1"}'
+    assert check.check_lines(good + b"\n" + declined + b"\n" + bad + b"\n") is None
+    assert check.check_lines(good + b"\n" + bad + b"\n") == [
+        (1, '/price: "1" is not of type "number"')
+    ]
+    assert check.check_lines(good + b"\r\n" + good) == []
+    assert check.check_lines(b"") == []
+
+
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {"id": st.text(min_size=1, max_size=3)},
+            optional={"price": st.one_of(st.integers(-5, 5), st.text(max_size=2), st.none())},
+        ),
+        max_size=20,
+    )
+)
+def test_check_lines_agrees_with_check_block(records: list[dict[str, Any]]) -> None:
+    check = SchemaCheck(obj({"price": {"type": "number", "minimum": 0}}, required=["price"]))
+    data, ends = block(records)
+    assert check.check_lines(data) == check.check_block(data, ends)
 
 
 def test_the_benchmark_schema_accepts_the_benchmark_products() -> None:
