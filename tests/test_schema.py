@@ -346,17 +346,20 @@ def test_check_block_gives_the_failing_records_in_order() -> None:
         check.check_block(data[: ends[1]], ends[:1])
 
 
-@given(
-    st.lists(
-        st.fixed_dictionaries(
-            {"id": st.text(min_size=1, max_size=5)},
-            optional={"price": st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none())},
-        ),
-        max_size=30,
-    )
+#: Records with an id, and a price that is good, bad or missing.
+PRICED = st.lists(
+    st.fixed_dictionaries(
+        {"id": st.text(min_size=1, max_size=5)},
+        optional={"price": st.one_of(st.integers(-5, 5), st.text(max_size=3), st.none())},
+    ),
+    max_size=30,
 )
+PRICE_SCHEMA = obj({"price": {"type": "number", "minimum": 0}}, required=["price"])
+
+
+@given(PRICED)
 def test_check_block_agrees_with_check_line_by_line(records: list[dict[str, Any]]) -> None:
-    check = SchemaCheck(obj({"price": {"type": "number", "minimum": 0}}, required=["price"]))
+    check = SchemaCheck(PRICE_SCHEMA)
     expected = [(i, r) for i, rec in enumerate(records) if (r := check.check(line(rec)))]
     assert check.check_block(*block(records)) == expected
 
@@ -386,17 +389,9 @@ def test_check_lines_leaves_what_bulkload_itself_refuses_to_the_careful_path(
     assert check.check_lines(b"") == []
 
 
-@given(
-    st.lists(
-        st.fixed_dictionaries(
-            {"id": st.text(min_size=1, max_size=3)},
-            optional={"price": st.one_of(st.integers(-5, 5), st.text(max_size=2), st.none())},
-        ),
-        max_size=20,
-    )
-)
+@given(PRICED)
 def test_check_lines_agrees_with_check_block(records: list[dict[str, Any]]) -> None:
-    check = SchemaCheck(obj({"price": {"type": "number", "minimum": 0}}, required=["price"]))
+    check = SchemaCheck(PRICE_SCHEMA)
     data, ends = block(records)
     assert check.check_lines(data) == check.check_block(data, ends)
 
