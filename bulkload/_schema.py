@@ -600,6 +600,19 @@ def reason_shape(reason: str) -> str:
     return f"{pointer}: … {match['words']}"
 
 
+def reason_pointer(reason: str) -> str | None:
+    """The RFC 6901 pointer a schema reason starts with (``/price``; ``""`` for the whole
+    record), or None for a reason that is not the schema's (those never start with ``/``):
+    for a ``pointer`` member of rejects.jsonl that scripts can use as it is."""
+    if reason.startswith('"/'):
+        text, _ = json.JSONDecoder().raw_decode(reason)
+        return str(text)
+    if reason.startswith("/"):
+        pointer = reason.split(": ", 1)[0]
+        return "" if pointer == "/" else pointer
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ReasonCount:
     """One kind of reject: its shape, how many lines, and the first of them as an example."""

@@ -28,6 +28,7 @@ from bulkload._schema import (
     ReasonCounter,
     SchemaCheck,
     load_schema,
+    reason_pointer,
     reason_shape,
     top_reasons,
 )
@@ -738,6 +739,22 @@ _ORACLES = [jsonschema.Draft202012Validator(s) for s in ORACLE_SCHEMAS]
 )  # fmt: skip
 def test_reason_shape_drops_the_value_and_array_indexes(reason: str, shape: str) -> None:
     assert reason_shape(reason) == shape
+
+
+@pytest.mark.parametrize(
+    ("reason", "pointer"),
+    [
+        ('/price: "12,50" is not of type "number"', "/price"),
+        ("/seller/name: required property is missing (and 1 more)", "/seller/name"),
+        ('/: property name "A" does not match the pattern "^[a-z]+$"', ""),
+        ('"/x: y": 1 is not of type "string"', "/x: y"),
+        ('/a~1b: 1 is not of type "string"', "/a~1b"),
+        ("missing id", None),
+        ("invalid JSON at column 3: unexpected end", None),
+    ],
+)
+def test_reason_pointer_for_scripts(reason: str, pointer: str | None) -> None:
+    assert reason_pointer(reason) == pointer
 
 
 def test_every_reason_the_check_makes_has_a_value_free_shape() -> None:
