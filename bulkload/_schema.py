@@ -18,6 +18,8 @@ text itself (its Python API takes Python values only), so each line is decoded f
 which costs as much again: msgspec, one line at a time, the dict dropped at once (decoding a
 whole block into a list and checking that was 2× slower: 50 MB of live objects per block).
 
+The check-only report groups these reasons by what they say (``_reasons.py``).
+
 Valid records cost one ``is_valid`` call; only a failing record is explained, by a second
 pass over it that collects every error (deterministic: sorted by where the value is in the
 record, the library's order among errors at the same place).
@@ -41,8 +43,7 @@ import os
 import re
 import sys
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeAlias
@@ -61,10 +62,6 @@ SchemaSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
 MAX_VALUE_CHARS = 60
 #: An enum's allowed values are listed up to about this many characters.
 _MAX_OPTIONS_CHARS = 80
-#: Distinct reason shapes a :class:`ReasonCounter` keeps apart; past that, new shapes are
-#: counted together as "other reasons" so that a file of a million different mistakes
-#: cannot grow it without bound.
-MAX_SHAPES = 10_000
 
 _DECODE = msgspec.json.Decoder().decode
 #: msgspec recurses once per nesting level and stops near Python's recursion limit (1,000),
@@ -537,12 +534,10 @@ def _pointer(path: Sequence[str | int]) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-# --- the report of a check without uploading ------------------------------------------------
-
-#: The phrases that follow the value in a reason (see _WORDS and _describe), so that a
-#: reason's shape can be found from its text alone: the value before the last of them is
-#: what varies from record to record.
-_PHRASES = (
+#: The phrases that follow the value in a reason: the start of each of _WORDS and of
+#: _describe's own words. ``_reasons.reason_shape`` finds the last of them in a reason's
+#: text; the value before it is what varies from record to record.
+REASON_PHRASES = (
     "is not of type ",
     "is not one of ",
     "is not the constant ",
@@ -567,99 +562,3 @@ _PHRASES = (
     "is too costly to match",
     "could not be matched",
 )
-_SCHEMA_REASON = re.compile(
-    r'(?P<pointer>"(?:[^"\\]|\\.)*"|/.*?): (?:property name )?.*?'
-    r"(?P<words>(?:"
-    + "|".join(map(re.escape, _PHRASES))
-    + r")(?:(?!"
-    + "|".join(map(re.escape, _PHRASES))
-    + r").)*)$",
-    re.DOTALL,
-)
-_MORE = re.compile(r" \(and [\d,]+ more\)$")
-_INDEX = re.compile(r"(?<=/)\d+(?=/|$)")
-_NUMBER = re.compile(r"\d[\d,.]*")
-
-
-def reason_shape(reason: str) -> str:
-    """What a reason says without the value that differs between records: the pointer
-    (array indexes as ``*``) and the words. ``/price: "12,50" is not of type "number"`` and
-    ``/price: true is not of type "number"`` are both ``/price: … is not of type "number"``.
-    A reason that is not the schema's (``invalid JSON at column 17: …``) has its numbers
-    replaced by ``N``."""
-    reason = _MORE.sub("", reason)
-    if reason.endswith(": required property is missing"):
-        pointer = reason[: -len(": required property is missing")]
-        return f"{_INDEX.sub('*', pointer)}: required property is missing"
-    match = _SCHEMA_REASON.match(reason)
-    if match is None:
-        return _NUMBER.sub("N", reason)
-    pointer = match["pointer"]
-    if not pointer.startswith('"'):
-        pointer = _INDEX.sub("*", pointer)
-    return f"{pointer}: … {match['words']}"
-
-
-def reason_pointer(reason: str) -> str | None:
-    """The RFC 6901 pointer a schema reason starts with (``/price``; ``""`` for the whole
-    record), or None for a reason that is not the schema's (those never start with ``/``):
-    for a ``pointer`` member of rejects.jsonl that scripts can use as it is."""
-    if reason.startswith('"/'):
-        text, _ = json.JSONDecoder().raw_decode(reason)
-        return str(text)
-    if reason.startswith("/"):
-        pointer = reason.split(": ", 1)[0]
-        return "" if pointer == "/" else pointer
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class ReasonCount:
-    """One kind of reject: its shape, how many lines, and the first of them as an example."""
-
-    shape: str
-    count: int
-    reason: str
-    source: str
-    line: int
-    raw: bytes | str | None
-
-
-class ReasonCounter:
-    """Counts rejects by :func:`reason_shape`, keeping one example each. Fed one reject at a
-    time (a run's rejects may be millions; only the shapes are held)."""
-
-    def __init__(self, max_shapes: int = MAX_SHAPES) -> None:
-        self.total = 0
-        self._max = max_shapes
-        self._counts: dict[str, int] = {}
-        self._examples: dict[str, tuple[str, str, int, bytes | str | None]] = {}
-        #: Rejects whose shape came after ``max_shapes`` others.
-        self.other = 0
-
-    def add(self, reason: str, source: str, line: int, raw: bytes | str | None) -> None:
-        self.total += 1
-        shape = reason_shape(reason)
-        count = self._counts.get(shape)
-        if count is None:
-            if len(self._counts) >= self._max:
-                self.other += 1
-                return
-            self._examples[shape] = (reason, source, line, raw)
-            count = 0
-        self._counts[shape] = count + 1
-
-    def top(self, n: int = 10) -> list[ReasonCount]:
-        """The ``n`` most common shapes, most common first (ties: the first seen first)."""
-        ranked = sorted(self._counts.items(), key=lambda item: -item[1])[:n]
-        return [ReasonCount(shape, count, *self._examples[shape]) for shape, count in ranked]
-
-
-def top_reasons(
-    rejects: Iterable[tuple[str, str, int, bytes | str | None]], n: int = 10
-) -> list[ReasonCount]:
-    """The ``n`` most common reasons among ``(reason, source, line, raw)`` rejects."""
-    counter = ReasonCounter()
-    for reject in rejects:
-        counter.add(*reject)
-    return counter.top(n)

@@ -23,15 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkload._errors import ConfigError, ExitCode
-from bulkload._schema import (
-    MAX_VALUE_CHARS,
-    ReasonCounter,
-    SchemaCheck,
-    load_schema,
-    reason_pointer,
-    reason_shape,
-    top_reasons,
-)
+from bulkload._reasons import ReasonCounter, reason_pointer, reason_shape, top_reasons
+from bulkload._schema import MAX_VALUE_CHARS, SchemaCheck, load_schema
 
 PRODUCT_SCHEMA = Path(__file__).resolve().parents[1] / "benchmarks" / "product-schema.json"
 
@@ -766,6 +759,32 @@ def test_every_reason_the_check_makes_has_a_value_free_shape() -> None:
         assert "…" in shape or shape.endswith("required property is missing"), shape
         assert check.check(line(bad)) == reason
         assert reason_shape(reason + " (and 2 more)") == shape
+
+
+@pytest.mark.parametrize(
+    ("schema", "bad", "worse", "reason"),
+    [
+        ({"multipleOf": 0.5}, 0.3, 0.7, "is not a multiple of 0.5"),
+        ({"exclusiveMaximum": 5}, 5, 9, "is not less than 5 (exclusiveMaximum)"),
+        ({"maxLength": 2}, "abc", "abcd", "is longer than 2 characters"),
+        ({"minItems": 2}, [], [1], "has fewer than 2 items"),
+        ({"minProperties": 1}, {}, {}, "has fewer than 1 properties"),
+        ({"maxProperties": 0}, {"a": 1}, {"b": 2}, "has more than 0 properties"),
+        ({"contains": {"const": 1}}, [2], [3], 'has no item that matches "contains"'),
+        ({"not": {"type": "string"}}, "a", "b", 'matches the schema under "not"'),
+        (False, 1, 2, "is not allowed here (the schema is false)"),
+        ({"oneOf": [{"type": "number"}, {"minimum": 0}]}, 1, 2, "matches more than one of the oneOf choices"),
+        ({"anyOf": [{"minimum": 5}, {"maximum": 0}]}, 3, 4, "matches none of the anyOf choices"),
+    ],
+)  # fmt: skip
+def test_shapes_of_the_other_keywords(schema: Any, bad: Any, worse: Any, reason: str) -> None:
+    check = SchemaCheck(obj({"v": schema}))
+    first, second = (
+        check.check(line({"id": "a", "v": bad})),
+        check.check(line({"id": "a", "v": worse})),
+    )
+    assert first == f"/v: {json.dumps(bad, separators=(',', ':'))} {reason}"
+    assert second is not None and reason_shape(first) == reason_shape(second) == f"/v: … {reason}"
 
 
 def test_top_reasons_count_and_keep_the_first_example() -> None:
