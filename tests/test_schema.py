@@ -368,6 +368,9 @@ def test_check_block_agrees_with_check_line_by_line(records: list[dict[str, Any]
         b'{"id": "a", "id": null}',  # the last one counts, as for SafetyKit
         b'{"id": "a"',
         b"",
+        # lines the server refuses, which the careful path rejects with their own reason
+        b'{"id": "a", "x": 1e400}',
+        b'{"id": "a", "x": "\\ud800"}',
     ],
 )
 def test_check_lines_leaves_what_bulkload_itself_refuses_to_the_careful_path(
