@@ -377,7 +377,11 @@ _Path: TypeAlias = Sequence[str | int]
 
 def _describe(error: jsonschema_rs.ValidationError, record: Any) -> list[tuple[_Path, str]]:
     """One error of the library as ``(path of the value, words)``; several for an
-    ``additionalProperties`` that found several unexpected members."""
+    ``additionalProperties`` that found several unexpected members.
+
+    jsonschema-rs 0.61 leaves a member named ``""`` out of ``instance_path``: an error in
+    such a member's value is reported at its parent (the verdict is right, the pointer
+    one level short)."""
     path = list(error.instance_path)
     kind = error.kind
     value = _value_at(record, path)
