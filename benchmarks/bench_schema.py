@@ -10,7 +10,7 @@ takes (a dict: none of the three can read JSON text) and the check. MB/s is wall
 CPU s/GB is user + system seconds per 10^9 bytes (children included), best of ``--repeat``.
 
 In the same run, for the ratio: bulkload's own validation without a schema
-(``validate_chunk``, one process), then with :class:`bulkload._schema.SchemaCheck` after it,
+(``validate_chunk``, one process), then with :class:`bulkload._validate.schema.SchemaCheck` after it,
 in one process and in ``--workers`` processes over 8 MiB ranges.
 
 The table is printed and saved, with the commit and the machine, to
@@ -38,9 +38,10 @@ import msgspec
 import orjson
 import psutil  # type: ignore[import-untyped]
 
-from bulkload._schema import SchemaCheck
-from bulkload._serverjson import certify
-from bulkload._validate import _ID_DECODER, ValidateOptions, validate_chunk
+from bulkload._validate import ValidateOptions, validate_chunk
+from bulkload._validate.rules import _ID_DECODER
+from bulkload._validate.schema import SchemaCheck
+from bulkload._validate.serverjson import certify
 
 from ._common import RESULTS_DIR, GiB, MiB, cpu, git_info, log
 from .datasets import ensure_data

@@ -14,7 +14,7 @@ grammar are rules here (``Refused``), checked on every line:
 
 msgspec's typed decoder checks none of the first and third when it skips a field (the third
 depends on Python's recursion limit): the careful path asks :func:`risky` of each line it
-decoded, and the fast path has ``_serverjson.certify`` check whole blocks.
+decoded, and the fast path has ``serverjson.certify`` check whole blocks.
 """
 
 from __future__ import annotations

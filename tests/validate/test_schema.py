@@ -1,4 +1,4 @@
-"""``--schema``: a record against the user's JSON Schema (``bulkload._schema``).
+"""``--schema``: a record against the user's JSON Schema (``bulkload._validate.schema``).
 
 Each common keyword with a record that passes and one that fails, with the exact reason
 (pointer and words); every kind of bad schema as a ConfigError that names it; the check
@@ -23,10 +23,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkload._errors import ConfigError, ExitCode
-from bulkload._reasons import ReasonCounter, reason_pointer, reason_shape, top_reasons
-from bulkload._schema import MAX_VALUE_CHARS, SchemaCheck, load_schema
+from bulkload._validate.reasons import ReasonCounter, reason_pointer, reason_shape, top_reasons
+from bulkload._validate.schema import MAX_VALUE_CHARS, SchemaCheck, load_schema
 
-PRODUCT_SCHEMA = Path(__file__).resolve().parents[1] / "benchmarks" / "product-schema.json"
+PRODUCT_SCHEMA = Path(__file__).resolve().parents[2] / "benchmarks" / "product-schema.json"
 
 
 def line(record: dict[str, Any]) -> bytes:

@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ._schema import REASON_PHRASES
+from .schema import REASON_PHRASES
 
 #: Distinct reason shapes a :class:`ReasonCounter` keeps apart; past that, new shapes are
 #: counted together as "other reasons", so that a file of a million different mistakes

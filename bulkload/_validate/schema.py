@@ -52,7 +52,7 @@ import jsonschema_rs
 import msgspec
 import orjson
 
-from ._errors import ConfigError, option
+from .._errors import ConfigError, option
 
 #: What ``schema=`` takes: the schema itself, or the path of its file.
 SchemaSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
