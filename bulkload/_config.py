@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ._errors import ConfigError, MissingKeyError, option
 from ._redact import Secret
@@ -185,6 +187,10 @@ class LoadConfig:
     #: (SSE-KMS). Off by default: SigV2 and GCS V2 URLs sign Content-MD5, and a header the
     #: URL did not expect breaks their signature. For SigV4 URLs (X-Amz-Algorithm) it is safe.
     content_md5: bool = False
+    #: ``--schema``: a JSON Schema (a dict, or the path of a JSON file) every record must
+    #: satisfy, as uploaded; a record that does not is rejected with the pointer of the
+    #: offending value. Checked when the Loader is made, before any input is read.
+    schema: Mapping[str, Any] | str | os.PathLike[str] | None = None
     #: Send again, under a new request, the records of every shard whose request failed
     #: processing on the server (as ``status``/``wait`` recorded in the work dir).
     resend_failed: bool = False

@@ -26,8 +26,6 @@ from typing import Any
 
 import orjson
 
-from ._errors import option
-
 #: The entry's bytes are the raw line.
 RAW = 0
 #: The entry's bytes are JSON members (``"raw":null,"raw_file":…``) to write as they are.
@@ -213,7 +211,7 @@ def aside_members(path: str, length: int, head: bytes) -> bytes:
 def too_long(length: int, limit: int, path: str) -> str:
     return (
         f"line is {length:,} bytes, more than the shard size {limit:,}, so it can never be "
-        f"uploaded; it was saved to {path} (raise {option('--shard-size', 'shard_max_bytes')} to load it)"
+        f"uploaded; it was saved to {path} (raise --shard-size, shard_max_bytes in Python, to load it)"
     )
 
 

@@ -19,6 +19,7 @@ from .._journal import MANIFEST, REJECTS
 from .._net import ApiClient, ClientOptions, open_client
 from .._partition import partition_record, share_of
 from .._runtime import DaemonCall, run_async
+from .._validate import SchemaCheck
 from .progress import Progress
 from .run import LoadResult, Run, StopSignal
 
@@ -64,6 +65,9 @@ class Loader:
             dry_run_possible=True,
         )
         self.base_url = self._endpoint.base_url
+        # A schema that cannot be used is a usage error now, before any input is read.
+        schema = self.config.schema
+        self._schema = SchemaCheck(schema) if schema is not None else None
         if work_dir is None:
             part = self.config.partition
             # Workers of one machine must not share a work dir: each gets its own by default.
@@ -182,6 +186,7 @@ class Loader:
             client=self._client,
             stop=self._stop,
             on_progress=self.on_progress,
+            schema=self._schema,
             sources=sources,
             partition=partition,
         )

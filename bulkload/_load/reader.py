@@ -48,6 +48,8 @@ from .._validate import (
     FileChangedError,
     LineTooLongError,
     RangeResult,
+    ReasonCounter,
+    SchemaCheck,
     ValidateOptions,
     md5_pieces,
     validate_block,
@@ -59,6 +61,8 @@ from .progress import Stats
 from .shard import ShardInfo, ShardWriter
 
 log = logging.getLogger("bulkload")
+#: Bytes of a rejected line kept as the example of its reason in the summary.
+_EXAMPLE = 300
 T = TypeVar("T")
 
 #: Under the work dir: lines longer than a shard, one file each (regenerated every run).
@@ -78,7 +82,14 @@ _MIN_LINE_LIMIT = 64 << 20
 class Reader:
     """Reads one run's inputs; owns ``rejects.jsonl`` and the duplicate check."""
 
-    def __init__(self, cfg: LoadConfig, stats: Stats, work_dir: Path, stop: threading.Event):
+    def __init__(
+        self,
+        cfg: LoadConfig,
+        stats: Stats,
+        work_dir: Path,
+        stop: threading.Event,
+        schema: SchemaCheck | None = None,
+    ):
         self.cfg = cfg
         self.stats = stats
         self.work_dir = work_dir
@@ -91,7 +102,11 @@ class Reader:
             coerce_id=cfg.coerce_id,
             max_record_bytes=cfg.shard_max_bytes,
             collect_ids=cfg.check_duplicates,
+            schema=schema,
         )
+        #: Why lines were rejected, grouped by the shape of the reason (the value left out):
+        #: the summary's "most common reasons", with one example line each.
+        self.reasons = ReasonCounter()
         #: Set once every input was read to its end and every shard handed over.
         self.done = False
         #: What a person should know about the inputs, one sentence each, for the summary:
@@ -387,6 +402,9 @@ class Reader:
                 if result.rejects.has(TOO_LONG):
                     result.rejects = self._set_aside(source, result.rejects)
                 self._write_rejects(result.rejects.jsonl(source))
+                for reject in result.rejects:
+                    # An example's first bytes are enough to show; a long line is not held.
+                    self.reasons.add(reject.error, source, reject.line, reject.raw[:_EXAMPLE])
                 if self.cfg.max_rejects is not None and s.rejected > self.cfg.max_rejects:
                     first = result.rejects[0]
                     raise TooManyRejectsError(

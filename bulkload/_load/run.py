@@ -35,6 +35,7 @@ from .._journal import (
 from .._model import ProcessingStatus, ShardStatus
 from .._net import SLICE, AdaptiveLimit, ApiClient, RateLimiter
 from .._runtime import READER_GRACE, DaemonCall
+from .._validate import ReasonCount, SchemaCheck
 from .deliver import Deliverer, remove_shard_file
 from .progress import Progress, Stats
 from .reader import Reader
@@ -43,7 +44,7 @@ from .shard import ShardInfo
 log = logging.getLogger("bulkload")
 
 #: Options that decide where shards begin and end; a resume must use the same ones.
-SHARDING_OPTIONS = ("shard_max_bytes", "shard_max_records", "id_field", "coerce_id")
+SHARDING_OPTIONS = ("shard_max_bytes", "shard_max_records", "id_field", "coerce_id", "schema")
 
 
 class StopSignal:
@@ -113,6 +114,9 @@ class LoadResult:
     #: What the inputs looked like where that matters (a file whose every line was
     #: rejected: "it looks like pretty-printed JSON …"), in words.
     notes: tuple[str, ...] = ()
+    #: The most common reasons lines were rejected (their shape, with the value left out),
+    #: how many lines each, and the first such line as an example.
+    reasons: tuple[ReasonCount, ...] = ()
 
     @property
     def exit_code(self) -> ExitCode:
@@ -130,6 +134,14 @@ class LoadResult:
         doc["manifest_path"] = str(self.manifest_path)
         doc["rejects_path"] = str(self.rejects_path)
         doc["failed_shards"] = list(self.failed_shards)
+        doc["reasons"] = [
+            {
+                "shape": r.shape,
+                "count": r.count,
+                "example": {"source": r.source, "line": r.line, "error": r.reason},
+            }
+            for r in self.reasons
+        ]
         doc["exit_code"] = self.exit_code
         return doc
 
@@ -148,6 +160,7 @@ class Run:
         stop: StopSignal,
         on_progress: Callable[[Progress], None] | None,
         sources: list[Source],
+        schema: SchemaCheck | None = None,
         partition: dict[str, Any] | None = None,
     ) -> None:
         self.namespace = namespace
@@ -166,7 +179,8 @@ class Run:
             self.stats.bytes_total = sum(s.size or 0 for s in sources)
         self.state = RunState(work_dir)  # replayed from the journal in _begin
         self.shard_dir = work_dir / SHARDS_DIR
-        self.reader = Reader(self.cfg, self.stats, work_dir, stop.thread)
+        self.reader = Reader(self.cfg, self.stats, work_dir, stop.thread, schema)
+        self.schema = schema
         self.queue: asyncio.Queue[ShardInfo | None] = asyncio.Queue(self.cfg.effective_queue_depth)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._lock: int | None = None  # the work dir's lock, held from _begin to _end
@@ -179,6 +193,9 @@ class Run:
     def _run_identity(self) -> events.Run:
         options = asdict(self.cfg)
         options["ca_bundle"] = str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
+        # The schema decides which records go up, so a resume must use the same one: its
+        # content's digest is what is compared (the same file may move, a dict has no name).
+        options["schema"] = self.schema.digest if self.schema is not None else None
         return events.Run(
             namespace=self.namespace,
             base_url=self.base_url,
@@ -510,6 +527,7 @@ class Run:
             resent=self.resent,
             restart_needed=any(self.state.shards[i].needs_restart for i in failed),
             notes=tuple(self.reader.notes),
+            reasons=tuple(self.reader.reasons.top(5)),
         )
 
 

@@ -11,10 +11,14 @@ Pure and picklable, and light to import: worker processes start by importing ``w
     jsonscan.py     the second opinion: an iterative RFC 8259 scanner that words errors
     worker.py       what a worker process runs: byte ranges, whole blocks, a shard's MD5
     duplicates.py   --check-duplicates: an external hash partition of ids
+    schema.py       --schema: a record against the user's JSON Schema (jsonschema-rs)
+    reasons.py      rejects grouped by the shape of their reason, for the summary
 """
 
 from .duplicates import DuplicateFinder
+from .reasons import ReasonCount, ReasonCounter
 from .rules import ChunkResult, ValidateOptions, validate_chunk
+from .schema import SchemaCheck
 from .worker import (
     FileChangedError,
     LineTooLongError,
@@ -30,6 +34,9 @@ __all__ = [
     "FileChangedError",
     "LineTooLongError",
     "RangeResult",
+    "ReasonCount",
+    "ReasonCounter",
+    "SchemaCheck",
     "ValidateOptions",
     "md5_pieces",
     "validate_block",

@@ -55,6 +55,7 @@ from .jsonscan import (
     scan,
     skip,
 )
+from .schema import SchemaCheck
 from .serverjson import certify, refused
 
 
@@ -65,6 +66,9 @@ class ValidateOptions:
     #: A record longer than one shard can never be uploaded; reject it with a clear reason.
     max_record_bytes: int = 64 * MiB
     collect_ids: bool = False
+    #: ``--schema``: every record, as uploaded, must satisfy it (picklable: worker processes
+    #: get it by pickle and compile it once each).
+    schema: SchemaCheck | None = None
 
 
 @dataclass(slots=True)
@@ -167,17 +171,25 @@ def _fast(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult | 
         return None
     decode = _ID_DECODER.decode
     ids: Ids | None = None
-    try:
-        if opts.collect_ids:
-            ids = Ids()
-            add = ids.append
-            for line in io.BytesIO(body):
-                add(decode(line).id)
-        else:
-            for line in io.BytesIO(body):
-                decode(line)
-    except _DECODE_ERRORS:
-        return None
+    failed: list[tuple[int, str]] = []
+    if opts.schema is not None and not opts.collect_ids:
+        # The id rule and the schema in one decode per line (None: the careful path).
+        checked = opts.schema.check_lines(body)
+        if checked is None:
+            return None
+        failed = checked
+    else:
+        try:
+            if opts.collect_ids:
+                ids = Ids()
+                add = ids.append
+                for line in io.BytesIO(body):
+                    add(decode(line).id)
+            else:
+                for line in io.BytesIO(body):
+                    decode(line)
+        except _DECODE_ERRORS:
+            return None
     ends = list(itertools.accumulate(map(len, io.BytesIO(body))))
     # msgspec looked only at each id: the rest of every line (its UTF-8, its numbers, its
     # depth) is held to the server's rules here.
@@ -190,8 +202,40 @@ def _fast(data: bytes, first_line: int, opts: ValidateOptions) -> ChunkResult | 
         sizes = map(operator.sub, ends, itertools.chain((0,), ends))
         if max(sizes) > opts.max_record_bytes:
             return None
+    if opts.schema is not None and opts.collect_ids:
+        failed = opts.schema.check_block(body, ends)
+    if failed:
+        return _without(body, ends, first_line, failed, ids)
     lines = range(first_line, first_line + len(ends))
     return ChunkResult(body, ends, lines, Rejects(), 0, len(ends), ids)
+
+
+def _without(
+    body: bytes, ends: list[int], first_line: int, failed: list[tuple[int, str]], ids: Ids | None
+) -> ChunkResult:
+    """A block of records of which ``failed`` (index, reason) did not satisfy the schema:
+    those become rejects, with their lines as they were, and the rest goes up."""
+    bad = dict(failed)
+    parts: list[bytes] = []
+    kept_ends: list[int] = []
+    line_nos: list[int] = []
+    rejects = Rejects()
+    kept_ids = Ids() if ids is not None else None
+    size = start = 0
+    for index, end in enumerate(ends):
+        record = body[start:end]
+        start = end
+        reason = bad.get(index)
+        if reason is not None:
+            rejects.add(first_line + index, reason, record[:-1])
+            continue
+        parts.append(record)
+        size += len(record)
+        kept_ends.append(size)
+        line_nos.append(first_line + index)
+        if kept_ids is not None and ids is not None:
+            kept_ids.append(ids[index])
+    return ChunkResult(b"".join(parts), kept_ends, line_nos, rejects, 0, len(ends), kept_ids)
 
 
 def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bool) -> ChunkResult:
@@ -241,10 +285,14 @@ def _careful(data: bytes, first_line: int, opts: ValidateOptions, check_utf8: bo
             rejects.add(no, verdict, raw)
             continue
         record, record_id = verdict
+        if opts.schema is not None and (reason := opts.schema.check(record)) is not None:
+            rejects.add(no, reason, raw)  # the schema sees the record as it would go up
+            continue
         out = line if record is raw and line.endswith(b"\n") else record + b"\n"
         if len(out) > opts.max_record_bytes:
             error = (
                 f"line is {len(out):,} bytes, more than the shard size "
+                # Data in rejects.jsonl, made in worker processes too: one wording for all.
                 f"{opts.max_record_bytes:,}; raise --shard-size"
             )
             rejects.add(no, error, raw, TOO_LONG)  # the reader saves it to a file

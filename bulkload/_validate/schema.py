@@ -34,6 +34,7 @@ schema's meaning must not change with a server's answer.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import json
@@ -261,6 +262,11 @@ class SchemaCheck:
 
     def __hash__(self) -> int:
         return hash(self._key)
+
+    @property
+    def digest(self) -> str:
+        """``sha256:…`` of the schema's content (keys sorted): what a resume compares."""
+        return "sha256:" + hashlib.sha256(self._key.encode()).hexdigest()
 
     def __repr__(self) -> str:
         title = self.schema.get("title") or self.schema.get("$id")

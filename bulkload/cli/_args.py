@@ -182,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     load.add_argument("--coerce-id", action="store_true", help="turn integer ids into strings")
     load.add_argument(
+        "--schema",
+        type=Path,
+        metavar="FILE",
+        help="a JSON Schema (draft 2020-12) every record must satisfy, as uploaded; a record "
+        "that does not is rejected with the pointer of the offending value (with --dry-run: "
+        "check an export without uploading; the summary lists the most common reasons)",
+    )
+    load.add_argument(
         "--max-rejects",
         type=_nonneg_int,
         help="stop (exit 1) once more lines than this are rejected",

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 #: Mismatches and failures printed before the rest are only counted (all are in --json).
 _MAX_SHOWN = 20
+#: Characters of a rejected line shown as an example of its reason.
+_EXAMPLE = 100
 
 
 def load_summary(r: LoadResult) -> list[str]:
@@ -52,6 +54,7 @@ def load_summary(r: LoadResult) -> list[str]:
         lines.append(
             f"  rejects:  {r.rejects_path} ({r.rejected:,} lines, with line numbers and why)"
         )
+        lines += _reasons(r)
     lines += [f"  note: {note}" for note in r.notes]
     if r.duplicate_ids is not None:
         where = f", listed with their lines in {r.work_dir / DUPLICATES}"
@@ -84,6 +87,26 @@ def load_summary(r: LoadResult) -> list[str]:
         lines.append("next: run again without --dry-run to upload")
     else:
         lines.append(f"next: bulkload wait {r.work_dir}  (follows every request to the end)")
+    return lines
+
+
+def _reasons(r: LoadResult) -> list[str]:
+    """The most common reasons, with counts and an example line each: enough to fix an
+    export before it goes anywhere (``--dry-run --schema``)."""
+    if not r.reasons:
+        return []
+    lines = ["  the most common reasons:"]
+    for reason in r.reasons:
+        raw = reason.raw.decode("utf-8", "replace") if isinstance(reason.raw, bytes) else reason.raw
+        example = (raw or "").strip()
+        example = example if len(example) <= _EXAMPLE else example[: _EXAMPLE - 1] + "…"
+        lines.append(f"    {reason.count:>10,}  {reason.shape}")
+        lines.append(f"                {reason.source}:{reason.line}  {example}")
+    shown = sum(reason.count for reason in r.reasons)
+    if shown < r.rejected:
+        lines.append(
+            f"    and {r.rejected - shown:,} more lines for other reasons (all in rejects.jsonl)"
+        )
     return lines
 
 
