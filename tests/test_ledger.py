@@ -597,3 +597,56 @@ def test_merge_refuses_itself_missing_files_and_other_databases(tmp_path: Path) 
             ledger.merge([tmp_path / "nope.sqlite"])
         with pytest.raises(LedgerError, match="not a bulkload ledger"):
             ledger.merge([other])
+
+
+# -- claims -----------------------------------------------------------------------------------
+
+
+def test_partitions_are_one_run_when_they_split_the_same_list() -> None:
+    from bulkload._ledger import Partition
+
+    listing = [("/x/a.jsonl", 10), ("/x/b.jsonl", 20)]
+    zero, one = Partition.of_inputs(0, 2, listing), Partition.of_inputs(1, 2, listing)
+    assert zero.group == one.group and str(one) == "1/2"
+    assert Partition.of_inputs(0, 2, [*listing, ("/x/c.jsonl", 5)]).group != zero.group
+    assert Partition.of_inputs(0, 3, listing).group != zero.group
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        Partition(2, 2, "g")
+
+
+def test_a_claim_from_another_host_is_honoured_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with Ledger.open(path) as ledger:
+        ledger.begin(NS, "elsewhere", tmp_path, "a run on another machine")
+        ledger.close()
+    # The row as a process of another machine leaves it (the ledger file was copied here).
+    raw = sqlite3.connect(path)
+    raw.execute(
+        "INSERT INTO claims (namespace, holder, run_id, host, pid, token, claimed_at) "
+        "VALUES (?, 'far', 'elsewhere', 'etl-7', 4242, NULL, '2024-12-01T02:00:00.000Z')",
+        (NS,),
+    )
+    raw.commit()
+    raw.close()
+    with Ledger.open(path) as ledger:
+        with pytest.raises(LedgerError, match=r"run elsewhere \(pid 4242 on etl-7"):
+            ledger.begin(NS, "here", tmp_path, "tonight", wait=0)
+        [released] = ledger.release(NS)
+        assert (released.host, released.pid) == ("etl-7", 4242)
+        assert ledger.begin(NS, "here", tmp_path, "tonight", wait=0).run.run_id == "here"
+
+
+def test_a_live_local_run_is_not_released(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with Ledger.open(path) as running, Ledger.open(path) as admin:
+        running.begin(NS, "nightly", tmp_path, "nightly")
+        with pytest.raises(LedgerError, match="is alive on this host: stop it"):
+            admin.release(NS)
+        assert [h.run_id for h in admin.holders(NS)] == ["nightly"]
+
+
+def test_every_commit_is_synchronous(tmp_path: Path) -> None:
+    with Ledger.open(tmp_path / "ledger.sqlite") as ledger:
+        conn = ledger._open_conn()
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1

@@ -4,7 +4,8 @@ every night over a growing export loads each file once.
 
 Self-contained on purpose: it speaks plain values (keys, sizes, times, ETags; manifest
 dicts), so the loader's wiring translates its own types, and nothing here depends on how
-the loader is organised. Only ``bulkload._errors`` is imported from the rest of bulkload.
+the loader is organised. Only ``bulkload._errors`` is imported from the rest of bulkload
+(the standard library's ``sqlite3`` does the rest).
 
 ::
 
@@ -12,6 +13,7 @@ the loader is organised. Only ``bulkload._errors`` is imported from the rest of 
     _proof      what a run's journal proves loaded (live: Completion; after a crash: a manifest)
     _claims     who holds a namespace, and whether that process is still alive
     _file       where the ledger lives, its schema and migrations, opening it (WAL)
+    _values     what the ledger answers (decisions, entries, runs) and the decision policy
     _merge      ledgers of other machines, added as a union
     _store      Ledger: begin, decide, record_loaded, repair, finish, forget, entries
 """
