@@ -20,39 +20,39 @@ the loader is organised. Only ``bulkload._errors`` is imported from the rest of 
 
 from __future__ import annotations
 
-from ._claims import Holder as Holder
-from ._claims import Partition as Partition
-from ._file import DEFAULT_NAME as DEFAULT_NAME
-from ._file import ENV as ENV
-from ._file import SCHEMA_VERSION as SCHEMA_VERSION
-from ._file import LedgerError as LedgerError
-from ._file import LedgerLocation as LedgerLocation
-from ._file import describe_location as describe_location
-from ._identity import Comparison as Comparison
-from ._identity import FileIdentity as FileIdentity
-from ._identity import Verdict as Verdict
-from ._identity import compare as compare
-from ._identity import file_md5 as file_md5
-from ._identity import key_for as key_for
-from ._identity import remote_etag as remote_etag
-from ._merge import MergeReport as MergeReport
-from ._proof import Completion as Completion
-from ._proof import ProvenLoad as ProvenLoad
-from ._proof import ProvenRun as ProvenRun
-from ._proof import proven_from_manifest as proven_from_manifest
-from ._store import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
-from ._store import DEFAULT_WAIT as DEFAULT_WAIT
-from ._store import Ledger as Ledger
-from ._values import Action as Action
-from ._values import Begun as Begun
-from ._values import Decision as Decision
-from ._values import LedgerBusyError as LedgerBusyError
-from ._values import LoadEntry as LoadEntry
-from ._values import Outcome as Outcome
-from ._values import Reason as Reason
-from ._values import RepairReport as RepairReport
-from ._values import RunInfo as RunInfo
-from ._values import new_run_id as new_run_id
+from .claims import Holder as Holder
+from .claims import Partition as Partition
+from .file import DEFAULT_NAME as DEFAULT_NAME
+from .file import ENV as ENV
+from .file import SCHEMA_VERSION as SCHEMA_VERSION
+from .file import LedgerError as LedgerError
+from .file import LedgerLocation as LedgerLocation
+from .file import describe_location as describe_location
+from .identity import Comparison as Comparison
+from .identity import FileIdentity as FileIdentity
+from .identity import Verdict as Verdict
+from .identity import compare as compare
+from .identity import file_md5 as file_md5
+from .identity import key_for as key_for
+from .identity import remote_etag as remote_etag
+from .merge import MergeReport as MergeReport
+from .proof import Completion as Completion
+from .proof import ProvenLoad as ProvenLoad
+from .proof import ProvenRun as ProvenRun
+from .proof import proven_from_manifest as proven_from_manifest
+from .store import DEFAULT_TIMEOUT as DEFAULT_TIMEOUT
+from .store import DEFAULT_WAIT as DEFAULT_WAIT
+from .store import Ledger as Ledger
+from .values import Action as Action
+from .values import Begun as Begun
+from .values import Decision as Decision
+from .values import LedgerBusyError as LedgerBusyError
+from .values import LoadEntry as LoadEntry
+from .values import Outcome as Outcome
+from .values import Reason as Reason
+from .values import RepairReport as RepairReport
+from .values import RunInfo as RunInfo
+from .values import new_run_id as new_run_id
 
 __all__ = [
     "DEFAULT_NAME",

@@ -22,7 +22,7 @@ from bulkload._ledger import (
     file_md5,
     proven_from_manifest,
 )
-from bulkload._ledger._file import APPLICATION_ID, MIGRATIONS, migrate
+from bulkload._ledger.file import APPLICATION_ID, MIGRATIONS, migrate
 
 NS = "products"
 DAY = 86_400 * 10**9

@@ -1,7 +1,7 @@
 """A miniature nightly loader that uses the ledger exactly as the wiring should, for the
 kill -9 test of the protocol (``test_ledger_nights.py``).
 
-``python tests/ledger_sim.py LEDGER WORK INPUTS SERVER``: every JSONL file in INPUTS, three
+``python tests/ledger/ledger_sim.py LEDGER WORK INPUTS SERVER``: every JSONL file in INPUTS, three
 lines to a shard, is "uploaded" to SERVER (one file per requestId, written atomically: a
 PUT to the same URL replaces the object, as S3 does). The work dir keeps a journal like
 bulkload's (run → shard → ticket → PUT → uploaded → finish, each fsynced before the step it

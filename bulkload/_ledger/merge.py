@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from ._file import APPLICATION_ID, SCHEMA_VERSION, LedgerError
-from ._identity import Verdict, compare
-from ._values import identity_of
+from .file import APPLICATION_ID, SCHEMA_VERSION, LedgerError
+from .identity import Verdict, compare
+from .values import identity_of
 
 
 @dataclass(frozen=True, slots=True)

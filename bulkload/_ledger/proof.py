@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ._file import LedgerError
-from ._identity import STDIN, FileIdentity, key_for
+from .file import LedgerError
+from .identity import STDIN, FileIdentity, key_for
 
 #: The manifest's name for records from a program (``load_records``): not a file.
 RECORDS = "<records>"

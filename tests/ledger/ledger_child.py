@@ -1,6 +1,6 @@
 """A process that uses a ledger, driven by a test through its stdin and stdout.
 
-``python tests/ledger_child.py COMMAND LEDGER NAMESPACE RUN_ID [options]``; every line it
+``python tests/ledger/ledger_child.py COMMAND LEDGER NAMESPACE RUN_ID [options]``; every line it
 prints is one JSON object, flushed at once, so the test can wait for a moment by reading
 (never by sleeping):
 

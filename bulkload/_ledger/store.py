@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from .._errors import option
-from ._claims import (
+from .claims import (
     Holder,
     Partition,
     compatible,
@@ -40,11 +40,11 @@ from ._claims import (
     live_claims,
     this_process,
 )
-from ._file import LedgerError, connect
-from ._identity import FileIdentity, key_for
-from ._merge import MergeReport, merge_into
-from ._proof import ProvenLoad, ProvenRun
-from ._values import (
+from .file import LedgerError, connect
+from .identity import FileIdentity, key_for
+from .merge import MergeReport, merge_into
+from .proof import ProvenLoad, ProvenRun
+from .values import (
     Action,
     Begun,
     Decision,

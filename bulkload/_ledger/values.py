@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ._claims import Holder, Partition, partition_of
-from ._file import LedgerError
-from ._identity import FileIdentity, Verdict, compare
-from ._proof import ProvenLoad
+from .claims import Holder, Partition, partition_of
+from .file import LedgerError
+from .identity import FileIdentity, Verdict, compare
+from .proof import ProvenLoad
 
 
 class LedgerBusyError(LedgerError):

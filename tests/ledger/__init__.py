@@ -1,0 +1,1 @@
+"""Tests of bulkload._ledger, as that package is laid out."""
