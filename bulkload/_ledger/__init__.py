@@ -9,13 +9,13 @@ the loader is organised. Only ``bulkload._errors`` is imported from the rest of 
 
 ::
 
-    _identity   a file's key and identity; how two identities compare
-    _proof      what a run's journal proves loaded (live: Completion; after a crash: a manifest)
-    _claims     who holds a namespace, and whether that process is still alive
-    _file       where the ledger lives, its schema and migrations, opening it (WAL)
-    _values     what the ledger answers (decisions, entries, runs) and the decision policy
-    _merge      ledgers of other machines, added as a union
-    _store      Ledger: begin, decide, record_loaded, repair, finish, forget, entries
+    identity.py a file's key and identity; how two identities compare
+    proof.py    what a run's journal proves loaded (live: Completion; after a crash: a manifest)
+    claims.py   who holds a namespace, and whether that process is still alive
+    file.py     where the ledger lives, its schema and migrations, opening it (WAL)
+    values.py   what the ledger answers (decisions, entries, runs) and the decision policy
+    merge.py    ledgers of other machines, added as a union
+    store.py    Ledger: begin, decide, record_loaded, repair, finish, forget, entries
 """
 
 from __future__ import annotations
