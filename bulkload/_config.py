@@ -194,6 +194,24 @@ class LoadConfig:
     #: Send again, under a new request, the records of every shard whose request failed
     #: processing on the server (as ``status``/``wait`` recorded in the work dir).
     resend_failed: bool = False
+    #: ``--incremental``: skip the input files the ledger says were loaded with the same
+    #: identity (size and modification time, or the store's ETag), record each file once
+    #: every shard holding its records is uploaded; a finished run in the work dir is kept
+    #: under ``runs/RUN_ID/`` and an unfinished one is resumed first.
+    incremental: bool = False
+    #: The ledger file (or a directory for the default name): else ``$BULKLOAD_LEDGER``,
+    #: else ``./bulkload-NAMESPACE.ledger.sqlite``.
+    ledger: str | os.PathLike[str] | None = None
+    #: A file whose identity changed since it was loaded is skipped (and named), not
+    #: loaded again.
+    skip_changed: bool = False
+    #: Load every input whatever the ledger says (and record them again).
+    force: bool = False
+    #: Seconds to wait for another run that holds the namespace in the ledger.
+    ledger_wait: float = 300.0
+    #: Also record the MD5 of each local file's bytes (one more read of each file loaded);
+    #: a file re-exported with the same bytes but a new time is then recognised.
+    checksum: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.shard_max_bytes <= MAX_SHARD_BYTES:
@@ -225,6 +243,29 @@ class LoadConfig:
             raise ConfigError(f"block size must be >= 64 KiB, got {self.block_size}")
         if self.grace < 0:
             raise ConfigError(f"grace must be >= 0 seconds, got {self.grace}")
+        if self.ledger_wait < 0:
+            raise ConfigError(f"ledger wait must be >= 0 seconds, got {self.ledger_wait}")
+        if not self.incremental:
+            used = [
+                flag
+                for flag, on in (
+                    ("--ledger", self.ledger is not None),
+                    ("--skip-changed", self.skip_changed),
+                    ("--force", self.force),
+                    ("--checksum", self.checksum),
+                )
+                if on
+            ]
+            if used:
+                raise ConfigError(
+                    f"{option(used[0], used[0].lstrip('-').replace('-', '_'))} applies to "
+                    f"incremental loads: add {option('--incremental', 'incremental=True')}"
+                )
+        if self.skip_changed and self.force:
+            raise ConfigError(
+                f"{option('--force', 'force')} loads every file and "
+                f"{option('--skip-changed', 'skip_changed')} skips changed ones: choose one"
+            )
         if self.partition is not None:
             index, count = self.partition
             if count < 1 or not 0 <= index < count:

@@ -8,9 +8,11 @@ The wire (``_net``) sends a shard's ``Piece``s that the load (``_load``) planned
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 #: Where records from ``load_records`` say they came from, in rejects and the manifest:
 #: they cannot be read again, so ``wait`` cannot reconcile them line by line.
@@ -89,3 +91,25 @@ class RequestStatus:
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL
+
+
+#: Where object stores' listings (fsspec ``info``) keep a token that changes when the
+#: object's bytes do, best first: content checksums (a re-upload of the same bytes keeps
+#: them, so it is recognised as the same file), then versions (they change on every write).
+_ETAG_FIELDS = (
+    ("md5Hash", "md5"),  # GCS: base64 MD5 of the content (absent for composite objects)
+    ("ETag", "etag"),  # S3 (s3fs), HTTP: MD5 for single-part uploads, else still stable
+    ("crc32c", "crc32c"),  # GCS composite objects
+    ("generation", "generation"),  # GCS: changes on every write
+    ("VersionId", "version"),  # S3 with versioning
+    ("etag", "etag"),  # GCS's and others' lower-case etag: changes on metadata updates too
+)
+
+
+def remote_etag(info: Mapping[str, Any]) -> str | None:
+    """The identity token of a remote object from its listing, as ``kind:value``."""
+    for name, kind in _ETAG_FIELDS:
+        value = info.get(name)
+        if value is not None and value != "":
+            return f"{kind}:{str(value).strip(chr(34))}"
+    return None

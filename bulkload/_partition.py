@@ -15,6 +15,7 @@ manifests) and combines them into one manifest that ``status`` and ``wait`` acce
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -63,6 +64,15 @@ def share_of(sources: Sequence[Source], index: int, count: int) -> list[Source]:
     if count < 1 or not 0 <= index < count:
         raise ConfigError(f"partition must satisfy 0 <= I < N, got {index}/{count}")
     return [sources[i] for i in _assign(sources, count)[index]]
+
+
+def key_share(key: str, count: int) -> int:
+    """The share (0-based, of ``count``) of a file with ledger key ``key``, for incremental
+    loads: by a hash of the key alone, so a file stays with its worker from night to night
+    however the list grows (the size-based split moves files when new ones arrive, and a
+    file moved to a machine whose ledger does not know it would load twice)."""
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(digest[:8], "big") % count
 
 
 def _assign(sources: Sequence[Source], count: int) -> list[list[int]]:
@@ -197,6 +207,20 @@ def _check_partitions(docs: list[tuple[Path, dict[str, Any]]], problems: list[st
         )
         return
     inputs = docs[0][1]["partition"]["inputs"]
+    if docs[0][1]["partition"].get("assignment") == "key":
+        for where, doc in docs:
+            index = int(doc["partition"]["index"])
+            stray = [
+                str(i["path"])
+                for i in doc.get("inputs", [])
+                if i.get("key") and key_share(str(i["key"]), count) != index
+            ]
+            if stray:
+                problems.append(
+                    f"{where} loaded {len(stray)} input(s) of another worker's share "
+                    f"({stray[0]} …); was it run by another version of bulkload?"
+                )
+        return
     if not inputs:
         return  # records (e.g. a dask bag): nothing to recompute
     sources = [Source(i["path"], None, None, i["size"], None) for i in inputs]

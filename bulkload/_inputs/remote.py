@@ -20,6 +20,7 @@ from typing import Any
 
 from .._config import MiB
 from .._errors import SourceError
+from .._model import remote_etag
 from .source import JSONL_NAME, Source, check_format, compression_of, format_of
 
 #: ``scheme://``: a URL for fsspec. Windows drive letters (``C:\\``) have no ``//``.
@@ -111,6 +112,7 @@ def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) 
             format=format_of(url),
             url=url,
             fs=fs,
+            etag=remote_etag(info),
         )
         check_format(source)
         sources.append(source)

@@ -44,6 +44,9 @@ class Source:
     #: then None, as for stdin.
     url: str | None = None
     fs: Any = field(default=None, compare=False, repr=False)
+    #: A remote object's identity token from its listing (``etag:…``, ``md5:…``,
+    #: ``generation:…``): an incremental load recognises it by this without reading it.
+    etag: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,32 +9,40 @@
 
 from . import events
 from .state import (
+    DRY_RUN_DIR,
     DUPLICATES,
     JOURNAL,
     MANIFEST,
     REJECTS,
+    RUNS_DIR,
     SHARDS_DIR,
     STATE_DIR,
     RunState,
     ShardEntry,
+    archive_run,
     load_manifest,
     lock_work_dir,
     now_iso,
+    peek_work_dir,
     unlock_work_dir,
 )
 
 __all__ = [
+    "DRY_RUN_DIR",
     "DUPLICATES",
     "JOURNAL",
     "MANIFEST",
     "REJECTS",
+    "RUNS_DIR",
     "SHARDS_DIR",
     "STATE_DIR",
     "RunState",
     "ShardEntry",
+    "archive_run",
     "events",
     "load_manifest",
     "lock_work_dir",
     "now_iso",
+    "peek_work_dir",
     "unlock_work_dir",
 ]

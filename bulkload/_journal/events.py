@@ -33,6 +33,8 @@ class Run(_Event, tag="run"):
     """A run begins: what it loads and how (a resume must match it)."""
 
     namespace: str
+    #: The run's id in the ledger of an incremental load (``--incremental``).
+    run_id: str | None = None
     base_url: str | None = None
     #: The directory the load ran in: relative input paths are relative to it.
     cwd: str | None = None

@@ -47,7 +47,8 @@ LOCK = "lock"
 #: What ``RunState.manifest`` writes: anything else in a bare manifest is kept as it was.
 _MANIFEST_KEYS = frozenset(
     {
-        "tool", "version", "namespace", "base_url", "work_dir", "cwd", "inputs", "partition",
+        "tool", "version", "namespace", "run_id", "base_url", "work_dir", "cwd", "inputs",
+        "partition",
         "options", "started_at", "finished_at", "runs", "dry_run", "shards", "totals",
     }
 )  # fmt: skip
@@ -231,6 +232,7 @@ class RunState:
             k: doc[k]
             for k in (
                 "namespace",
+                "run_id",
                 "base_url",
                 "cwd",
                 "inputs",
@@ -405,6 +407,7 @@ class RunState:
             "tool": "bulkload",
             "version": __version__,
             "namespace": self.run.get("namespace"),
+            **({"run_id": self.run["run_id"]} if self.run.get("run_id") else {}),
             "base_url": self.run.get("base_url"),
             "work_dir": str(self.work_dir),
             **({"cwd": self.run["cwd"]} if self.run.get("cwd") else {}),
@@ -446,3 +449,57 @@ def load_manifest(path: Path) -> dict[str, Any]:
     if not isinstance(doc, dict) or "shards" not in doc:
         raise StateError(f"{path}: not a bulkload manifest (no shards)")
     return doc
+
+
+#: Where an incremental load keeps the work dir's earlier runs: ``runs/RUN_ID/``, each laid
+#: out as a work dir (``status`` and ``wait`` accept it).
+RUNS_DIR = "runs"
+#: Where an incremental ``--dry-run`` validates the files it would load, so that it never
+#: disturbs the work dir's own run.
+DRY_RUN_DIR = "dry-run"
+
+
+def peek_work_dir(work_dir: Path) -> dict[str, Any] | None:
+    """What the run a work dir holds looks like (its manifest as the journal has it, newer
+    than manifest.json after a kill), or None for an empty one. Reads only: safe while
+    another process appends (a torn last line is not replayed)."""
+    state = RunState(work_dir)
+    if state.journal_path.exists():
+        state._replay()
+        return state.manifest() if state.run else None
+    if state.manifest_path.exists():
+        return load_manifest(state.manifest_path)
+    return None
+
+
+def archive_run(work_dir: Path, run_id: str) -> Path:
+    """Move the run a work dir holds to ``work_dir/runs/RUN_ID/`` (its manifest, rejects,
+    journal and the rest, in the same layout), leaving the work dir empty for the next run.
+
+    The journal moves last: until it has moved, the work dir still says which run it
+    holds, so a process killed midway finishes the move the next time (same run id).
+    Call it with the work dir locked."""
+    dest = work_dir / RUNS_DIR / run_id
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / STATE_DIR).mkdir(mode=0o700, exist_ok=True)
+    for entry in sorted(work_dir.iterdir()):
+        if entry.name not in (RUNS_DIR, DRY_RUN_DIR, STATE_DIR):
+            _move(entry, dest / entry.name)
+    state = work_dir / STATE_DIR
+    if state.is_dir():
+        for entry in sorted(state.iterdir()):
+            if entry.name not in (LOCK, JOURNAL):
+                _move(entry, dest / STATE_DIR / entry.name)
+        if (state / JOURNAL).exists():
+            _move(state / JOURNAL, dest / STATE_DIR / JOURNAL)
+    return dest
+
+
+def _move(src: Path, dest: Path) -> None:
+    """Rename ``src`` to ``dest``; a name taken already (a move redone after a kill, with
+    the file written again meanwhile) gets a numbered one rather than being overwritten."""
+    target, n = dest, 1
+    while target.exists():
+        target = dest.with_name(f"{dest.name}.{n}")
+        n += 1
+    os.rename(src, target)

@@ -24,12 +24,13 @@ import enum
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+from .._model import remote_etag as remote_etag
 
 #: Standard input's key (and display): it has no identity and is never skipped.
 STDIN = "-"
@@ -217,28 +218,6 @@ def _iso(ns: int | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(ns / 1e9, UTC)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-#: Where object stores' listings (fsspec ``info``) keep a token that changes when the
-#: object's bytes do, best first: content checksums (a re-upload of the same bytes keeps
-#: them, so it is recognised as the same file), then versions (they change on every write).
-_ETAG_FIELDS = (
-    ("md5Hash", "md5"),  # GCS: base64 MD5 of the content (absent for composite objects)
-    ("ETag", "etag"),  # S3 (s3fs), HTTP: MD5 for single-part uploads, else still stable
-    ("crc32c", "crc32c"),  # GCS composite objects
-    ("generation", "generation"),  # GCS: changes on every write
-    ("VersionId", "version"),  # S3 with versioning
-    ("etag", "etag"),  # GCS's and others' lower-case etag: changes on metadata updates too
-)
-
-
-def remote_etag(info: Mapping[str, Any]) -> str | None:
-    """The identity token of a remote object from its listing, as ``kind:value``."""
-    for field, kind in _ETAG_FIELDS:
-        value = info.get(field)
-        if value is not None and value != "":
-            return f"{kind}:{str(value).strip(chr(34))}"
-    return None
 
 
 def file_md5(path: str | os.PathLike[str]) -> str:

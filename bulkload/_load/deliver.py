@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .._errors import ApiError, option
@@ -54,6 +55,8 @@ class Deliverer:
     verify_etag: bool = True
     #: Send each shard's MD5 as Content-MD5, so that the store checks the body itself.
     content_md5: bool = False
+    #: Told of each upload once it is journaled (the ledger of an incremental load).
+    on_uploaded: Callable[[int, str], None] | None = None
     #: Whether any import call has succeeded: before that, an API that cannot be reached or
     #: keeps failing is a fatal error of the run (exit 1), after it a failure of one shard
     #: (exit 4), the others going on.
@@ -134,6 +137,8 @@ class Deliverer:
                     at=now_iso(),
                 )
             )
+            if self.on_uploaded is not None:
+                self.on_uploaded(shard.index, ticket.request_id)
             await self.limit.succeeded()
             self.stats.uploaded += 1
             self.stats.records_uploaded += shard.records

@@ -16,12 +16,14 @@ from .._config import Endpoint, LoadConfig
 from .._errors import ConfigError, UsageError
 from .._inputs import Source, Stop, resolve_inputs
 from .._journal import MANIFEST, REJECTS
+from .._ledger import Holder
 from .._net import ApiClient, ClientOptions, open_client
 from .._partition import partition_record, share_of
 from .._runtime import DaemonCall, run_async
 from .._validate import SchemaCheck
 from .progress import Progress
-from .run import LoadResult, Run, StopSignal
+from .run import LoadResult, Run, StopSignal, Tracker
+from .scheduled import IncrementalLoad
 
 log = logging.getLogger("bulkload")
 
@@ -78,6 +80,10 @@ class Loader:
         #: For remote INPUTs: fsspec file system options (credentials, endpoint); never
         #: written to the manifest.
         self.storage_options = dict(storage_options or {})
+        #: An incremental load: the command line (or a description of the call) the ledger
+        #: keeps with the run, and who hears that another run holds the namespace.
+        self.description: str | None = None
+        self.on_ledger_wait: Callable[[Sequence[Holder]], None] | None = _log_ledger_wait
         self._client: ApiClient | None = None
         self._closed = False
         self._stop = StopSignal()
@@ -147,11 +153,29 @@ class Loader:
             sources = None
         if sources is None:
             return self._nothing_loaded()
+        if self.config.incremental:
+            try:
+                return await self._incremental(specs).load(sources)
+            except Stop:  # stopped while waiting for the ledger
+                return self._nothing_loaded()
         part = self.config.partition
         if part is None:
             return await self._run(sources).execute()
         share = share_of(sources, *part)
         return await self._run(share, partition_record(sources, *part)).execute()
+
+    def _incremental(self, specs: Sequence[str]) -> IncrementalLoad:
+        return IncrementalLoad(
+            namespace=self.namespace,
+            config=self.config,
+            work_dir=self.work_dir,
+            make_run=self._make_run,
+            schema=self._schema,
+            storage_options=self.storage_options,
+            description=self.description or f"load {self.namespace} " + " ".join(specs),
+            stop=self._stop,
+            on_wait=self.on_ledger_wait,
+        )
 
     def _nothing_loaded(self) -> LoadResult:
         """The result of a load stopped before it read anything."""
@@ -172,16 +196,34 @@ class Loader:
         the same records again. With ``config.partition`` set, the manifest records which
         partition of a larger set of records this is (as ``bulkload.dask`` does).
         """
+        if self.config.incremental:
+            raise ConfigError(
+                "incremental loads skip input files the ledger knows; records from a program "
+                "are not files: load them without incremental=True (or write them to files)"
+            )
         part = self.config.partition
         partition = partition_record([], *part) if part is not None else None
         self._stop.arm()
         return await self._run([], partition).execute(records)
 
     def _run(self, sources: list[Source], partition: dict[str, Any] | None = None) -> Run:
+        return self._make_run(self.config, sources, partition=partition)
+
+    def _make_run(
+        self,
+        config: LoadConfig,
+        sources: list[Source],
+        *,
+        work_dir: Path | None = None,
+        partition: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        tracker: Tracker | None = None,
+        input_identity: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> Run:
         return Run(
             namespace=self.namespace,
-            config=self.config,
-            work_dir=self.work_dir,
+            config=config,
+            work_dir=work_dir or self.work_dir,
             base_url=self.base_url,
             client=self._client,
             stop=self._stop,
@@ -189,7 +231,18 @@ class Loader:
             schema=self._schema,
             sources=sources,
             partition=partition,
+            run_id=run_id,
+            tracker=tracker,
+            input_identity=input_identity,
         )
+
+
+def _log_ledger_wait(holders: Sequence[Holder]) -> None:
+    log.warning(
+        "waiting for %s, which holds this namespace in the ledger (it ends, or the wait "
+        "does: --ledger-wait)",
+        holders[0].describe() if holders else "another run",
+    )
 
 
 def load(

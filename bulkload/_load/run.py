@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._config import LoadConfig
 from .._errors import BulkloadError, ExitCode, StateError, UsageError, option
@@ -45,6 +45,19 @@ log = logging.getLogger("bulkload")
 
 #: Options that decide where shards begin and end; a resume must use the same ones.
 SHARDING_OPTIONS = ("shard_max_bytes", "shard_max_records", "id_field", "coerce_id", "schema")
+
+
+class Tracker(Protocol):
+    """Who follows a run's journal as it is written (the ledger of an incremental load):
+    told of each shard journaled, of each upload journaled, and of the end of reading."""
+
+    def shard(self, index: int, paths: Iterable[str]) -> None: ...
+
+    def uploaded(self, index: int, request_id: str) -> None: ...
+
+    def all_read(self) -> None: ...
+
+    async def flush(self, *, at_most_every: float = 0.0) -> None: ...
 
 
 class StopSignal:
@@ -117,14 +130,19 @@ class LoadResult:
     #: The most common reasons lines were rejected (their shape, with the value left out),
     #: how many lines each, and the first such line as an example.
     reasons: tuple[ReasonCount, ...] = ()
+    #: An incremental load: what the ledger decided and recorded (``LedgerReport``).
+    ledger: dict[str, Any] | None = None
+    #: An incremental load that first finished the work dir's unfinished run: its result.
+    resumed_run: LoadResult | None = None
 
     @property
     def exit_code(self) -> ExitCode:
         if self.interrupted:
             return ExitCode.SIGINT
-        if self.failed:
+        earlier = self.resumed_run
+        if self.failed or (earlier is not None and earlier.failed):
             return ExitCode.FAILED
-        if self.rejected:
+        if self.rejected or (earlier is not None and earlier.rejected):
             return ExitCode.REJECTS
         return ExitCode.OK
 
@@ -142,8 +160,26 @@ class LoadResult:
             }
             for r in self.reasons
         ]
+        doc["resumed_run"] = self.resumed_run.to_dict() if self.resumed_run else None
         doc["exit_code"] = self.exit_code
         return doc
+
+
+def resume_problems(old: Mapping[str, Any], new: events.Run) -> list[str]:
+    """Why a run (``new``) cannot resume the run a work dir holds (``old``: its last ``run``
+    event), in words; empty when it can: the same namespace, sharding options and inputs."""
+    problems = []
+    if old.get("namespace") != new.namespace:
+        problems.append(f"namespace was {old.get('namespace')!r}")
+    old_opts = old.get("options", {})
+    for key in SHARDING_OPTIONS:
+        if key in old_opts and old_opts[key] != new.options.get(key):
+            problems.append(f"{key} was {old_opts[key]!r}, now {new.options.get(key)!r}")
+    old_inputs = [(i["path"], i.get("size"), i.get("mtime_ns")) for i in old.get("inputs", [])]
+    new_inputs = [(i["path"], i.get("size"), i.get("mtime_ns")) for i in new.inputs]
+    if old_inputs != new_inputs and new_inputs and not all(i[0] == "-" for i in new_inputs):
+        problems.append("the inputs changed (paths, sizes or modification times)")
+    return problems
 
 
 class Run:
@@ -162,6 +198,9 @@ class Run:
         sources: list[Source],
         schema: SchemaCheck | None = None,
         partition: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        tracker: Tracker | None = None,
+        input_identity: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.namespace = namespace
         self.cfg = config
@@ -172,6 +211,11 @@ class Run:
         self.on_progress = on_progress
         self.sources = sources
         self.partition = partition
+        #: An incremental load's: the run's id in the ledger, what it tells the ledger as it
+        #: goes, and each input's key and identity token for the journal (by path).
+        self.run_id = run_id
+        self.tracker = tracker
+        self.input_identity = input_identity or {}
         self.stats = Stats(started=time.monotonic(), dry_run=self.cfg.dry_run)
         if sources and all(
             s.size is not None and s.compression is None and s.format == "jsonl" for s in sources
@@ -198,10 +242,12 @@ class Run:
         options["schema"] = self.schema.digest if self.schema is not None else None
         return events.Run(
             namespace=self.namespace,
+            run_id=self.run_id,
             base_url=self.base_url,
             inputs=[
                 {"path": s.display, "size": s.size, "mtime_ns": s.mtime_ns,
-                 "compression": s.compression, "format": s.format}
+                 "compression": s.compression, "format": s.format,
+                 **self.input_identity.get(s.display, {})}
                 for s in self.sources
             ],
             options=options,
@@ -219,17 +265,7 @@ class Run:
         if self.cfg.restart:
             self._set_aside()
             return
-        problems = []
-        if old.get("namespace") != identity.namespace:
-            problems.append(f"namespace was {old.get('namespace')!r}")
-        old_opts = old.get("options", {})
-        for key in SHARDING_OPTIONS:
-            if key in old_opts and old_opts[key] != identity.options[key]:
-                problems.append(f"{key} was {old_opts[key]!r}, now {identity.options[key]!r}")
-        old_inputs = [(i["path"], i.get("size"), i.get("mtime_ns")) for i in old.get("inputs", [])]
-        new_inputs = [(i["path"], i["size"], i["mtime_ns"]) for i in identity.inputs]
-        if old_inputs != new_inputs and new_inputs and not all(i[0] == "-" for i in new_inputs):
-            problems.append("the inputs changed (paths, sizes or modification times)")
+        problems = resume_problems(old, identity)
         if problems:
             raise StateError(
                 f"{self.work_dir} holds an earlier run that this one cannot resume: "
@@ -335,6 +371,8 @@ class Run:
                         else:
                             await self.reader.read_records(records, self._accept)
                     self.stats.reading_done = self.reader.done
+                    if self.tracker is not None and self.reader.done:
+                        self.tracker.all_read()
                     for _ in workers:
                         await self.queue.put(None)
                     await asyncio.gather(*workers)
@@ -351,6 +389,10 @@ class Run:
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading.let_go(READER_GRACE)
             self._end(finished=False)
+            if self.tracker is not None:
+                # What the journal proves uploaded so far (the next run repairs the rest).
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await asyncio.shield(self.tracker.flush())
             error = _unwrap(exc)
             if isinstance(error, BulkloadError) and self.state.shards:
                 r = self._result(interrupted=False)
@@ -366,6 +408,8 @@ class Run:
         pending = any(e.status == ShardStatus.PENDING for e in self.state.shards.values())
         finished = self.reader.done and (self.cfg.dry_run or not pending)
         await asyncio.to_thread(self._end, finished=finished)
+        if self.tracker is not None:
+            await self.tracker.flush()
         if self.on_progress is not None:
             self.on_progress(self.stats.snapshot())
         return self._result(interrupted=not finished and stop_requested.is_set())
@@ -385,6 +429,7 @@ class Run:
             keep_files=self.cfg.keep_shards,
             verify_etag=self.cfg.verify_etag,
             content_md5=self.cfg.content_md5,
+            on_uploaded=self.tracker.uploaded if self.tracker is not None else None,
         )
 
     async def _watchdog(self, workers: list[asyncio.Task[None]]) -> None:
@@ -414,6 +459,8 @@ class Run:
                 self.on_progress(self.stats.snapshot())
             if self.state.dirty:
                 await asyncio.to_thread(self.state.write_manifest, force=False)
+            if self.tracker is not None:
+                await self.tracker.flush(at_most_every=1.0)
             await asyncio.sleep(0.25)
 
     def _hand_over(self, shard: ShardInfo) -> None:
@@ -455,6 +502,9 @@ class Run:
                 stats.bytes_confirmed += shard.bytes
                 stats.records_uploaded += shard.records
                 await asyncio.to_thread(remove_shard_file, shard)
+                if self.tracker is not None and entry.request_id:
+                    self.tracker.shard(shard.index, [r.path for r in shard.sources])
+                    self.tracker.uploaded(shard.index, entry.request_id)
                 return
         event = events.Shard(
             index=shard.index,
@@ -470,6 +520,8 @@ class Run:
             await self.state.record_async(event)
         elif entry.status == ShardStatus.FAILED:
             await self.state.record_async(events.Retry(index=shard.index))
+        if self.tracker is not None:
+            self.tracker.shard(shard.index, [r.path for r in shard.sources])
         if self.cfg.dry_run:
             return
         await self.queue.put(shard)

@@ -5,6 +5,7 @@
     __init__.py   main(): dispatch; every error ends as one line and its code
     _args.py      the parser: commands, options (dest = LoadConfig field), their types
     _commands.py  load (signals, resume hint, --wait), status, wait, merge
+    _ledger.py    ledger: list, forget, release, merge, adopt, backup
     _display.py   the live bar and the plain progress lines
     _summary.py   the closing lines of each command
     _exit.py      the contract's exit codes, and the error line
@@ -69,6 +70,10 @@ def _dispatch(args: argparse.Namespace, argv: list[str]) -> int:
         )[0]
     if args.command == "merge":
         return _commands.merge(args)
+    if args.command == "ledger":
+        from ._ledger import ledger
+
+        return ledger(args)
     raise AssertionError(f"unknown command {args.command}")  # argparse allows no other
 
 
@@ -93,6 +98,7 @@ _DOING = {
     "status": "asking for the status of {manifest}",
     "wait": "waiting for the requests of {manifest}",
     "merge": "merging manifests",
+    "ledger": "using the ledger of {namespace}",
 }
 
 

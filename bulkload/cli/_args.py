@@ -11,7 +11,7 @@ import argparse
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .._config import parse_partition, parse_rate, parse_size
 from .._errors import ConfigError
@@ -113,6 +113,49 @@ def _common(p: argparse.ArgumentParser, *, timeout_flag: str = "--timeout") -> N
     p.add_argument(
         "--verbose", "-v", action="count", default=0, help="more logging on stderr (-vv for debug)"
     )
+
+
+def _ledger_parser(sub: Any) -> None:
+    """``bulkload ledger ACTION NAMESPACE …``: what incremental loads recorded."""
+    ledger = sub.add_parser(
+        "ledger",
+        help="what incremental loads recorded: list, forget, release, merge, adopt, backup",
+        description="The ledger of `load --incremental`: which files were loaded into a "
+        "namespace, by which run, in which shards and requestIds.",
+    )
+    actions = ledger.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+
+    def action(name: str, help: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = actions.add_parser(name, help=help, description=help)
+        p.add_argument("namespace", help="the SafetyKit namespace, e.g. products")
+        p.add_argument(
+            "--ledger",
+            metavar="PATH",
+            help="the ledger file or its directory (default: $BULKLOAD_LEDGER, else "
+            "./bulkload-NAMESPACE.ledger.sqlite)",
+        )
+        p.add_argument("--json", action="store_true", help="the answer as JSON on stdout")
+        p.add_argument("--verbose", "-v", action="count", default=0, help="more logging")
+        return p
+
+    listing = action("list", "the files loaded (the latest load of each), or the runs")
+    listing.add_argument("--runs", action="store_true", help="list the runs instead")
+    listing.add_argument(
+        "--history", action="store_true", help="every load, forgotten ones included"
+    )
+    listing.add_argument("--run", dest="run_id", metavar="RUN_ID", help="only this run's files")
+    forget = action("forget", "forget loads so that the next incremental run loads them again")
+    forget.add_argument("paths", nargs="*", metavar="PATH", help="files or URLs, as loaded")
+    forget.add_argument("--match", metavar="GLOB", help="every file whose path matches (* spans /)")
+    forget.add_argument("--run", dest="run_id", metavar="RUN_ID", help="every file of this run")
+    action("release", "clear the claim of a run that died on another machine")
+    merge = action("merge", "add the ledgers of other machines (partitions) to this one")
+    merge.add_argument("others", nargs="+", type=Path, metavar="OTHER_LEDGER")
+    adopt = action("adopt", "record what earlier (not incremental) loads of work dirs loaded")
+    adopt.add_argument("work_dirs", nargs="+", type=Path, metavar="WORK_DIR")
+    backup = action("backup", "a consistent copy of the ledger, safe while runs write")
+    backup.add_argument("dest", type=Path, metavar="DEST")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +286,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="load only worker I's share (I counts from 0) of the inputs split N ways by "
         "size; each worker has its own work dir; combine them with `bulkload merge`",
     )
+    inc = load.add_argument_group(
+        "scheduled loads",
+        "the same command every night over a growing export: each file is loaded once "
+        "(see `bulkload ledger`)",
+    )
+    inc.add_argument(
+        "--incremental",
+        action="store_true",
+        help="skip the files the ledger says were loaded with the same size and time (or "
+        "object ETag); record each file once all its shards are uploaded; keep earlier runs "
+        "under WORK_DIR/runs/ and resume an unfinished one first",
+    )
+    inc.add_argument(
+        "--ledger",
+        metavar="PATH",
+        help="the ledger file (SQLite) or a directory for it (default: $BULKLOAD_LEDGER, else "
+        "./bulkload-NAMESPACE.ledger.sqlite)",
+    )
+    inc.add_argument(
+        "--skip-changed",
+        action="store_true",
+        help="skip (and name) files that changed since they were loaded, instead of "
+        "loading them again",
+    )
+    inc.add_argument(
+        "--force", action="store_true", help="load every file, whatever the ledger says"
+    )
+    inc.add_argument(
+        "--ledger-wait",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait for another run that holds the namespace (default 300)",
+    )
+    inc.add_argument(
+        "--checksum",
+        action="store_true",
+        help="also record the MD5 of each local file (one more read of it): a file "
+        "re-exported with the same bytes is then recognised",
+    )
     load.add_argument(
         "--grace",
         type=_seconds,
@@ -293,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="the summary as one JSON object on stdout"
     )
     merge.add_argument("--verbose", "-v", action="count", default=0, help="more logging on stderr")
+
+    _ledger_parser(sub)
 
     # Listed for --help; `bulkload emulator ...` is dispatched before parsing (see main) so
     # that its options live with the emulator and load commands don't import it.

@@ -72,6 +72,7 @@ def load(args: argparse.Namespace, argv: list[str]) -> int:
         work_dir=args.work_dir,
         config=config,
     )
+    loader.description = shlex.join(["bulkload", *argv])
     display: Any = None
     if not args.quiet:
         display = RichDisplay(f"{args.namespace}") if sys.stderr.isatty() else LineDisplay()

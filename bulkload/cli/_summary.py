@@ -23,9 +23,84 @@ _EXAMPLE = 100
 
 
 def load_summary(r: LoadResult) -> list[str]:
+    lines = _load_lines(r)
+    if r.ledger is None:
+        return lines
+    # The ledger's words go before the closing "next:" line.
+    return lines[:-1] + ledger_lines(r) + lines[-1:]
+
+
+def ledger_lines(r: LoadResult) -> list[str]:
+    """What an incremental load decided and recorded: files loaded and skipped and why,
+    changed files by name, the earlier run resumed or kept, runs repaired."""
+    doc = r.ledger or {}
+    reasons = doc.get("reasons", {})
+    said = ", ".join(f"{n} {reason}" for reason, n in reasons.items()) or "no files"
+    verb = "would load" if doc.get("dry_run") else "loaded"
+    lines = [
+        f"  ledger {doc.get('path')}: {doc.get('files', 0)} file(s) — {said}; {verb} "
+        f"{doc.get('load', 0)}, skipped {doc.get('skip', 0)}"
+    ]
+    if doc.get("run_id"):
+        lines[0] += f" (run {doc['run_id']})"
+    changed = [d for d in doc.get("decisions", []) if d["reason"] in ("changed", "changed-skipped")]
+    for d in changed[:_MAX_SHOWN]:
+        what = "loaded again" if d["reason"] == "changed" else "SKIPPED (--skip-changed)"
+        lines.append(f"    changed, {what}: {d['path']}: {d['detail']}")
+    if len(changed) > _MAX_SHOWN:
+        lines.append(f"    … and {len(changed) - _MAX_SHOWN} more changed files (see --json)")
+    resumed = r.resumed_run
+    if doc.get("resumed") and resumed is not None:
+        lines.append(
+            f"  first finished the work dir's unfinished run {doc['resumed']}: "
+            f"{resumed.uploaded} of {resumed.shards} shard(s) uploaded "
+            f"({resumed.skipped} already before), {resumed.rejected:,} lines rejected"
+        )
+    if doc.get("waiting"):
+        lines.append(
+            f"  the work dir's unfinished run {doc.get('resumed')} is still not complete: "
+            f"the {doc['waiting']} input file(s) wait until it is (rerun this command)"
+        )
+    if doc.get("not_resumed"):
+        lines.append(
+            f"  the work dir's unfinished run could not be resumed ({doc['not_resumed']}): "
+            "the files it loaded are recorded, the others are loaded again now"
+        )
+    archived = doc.get("archived")
+    if archived:
+        lines.append(f"  earlier run {archived['run_id']}: kept in {archived['path']}")
+    for rep in doc.get("repaired", []):
+        where = f" from its journal in {rep['journal']}" if rep.get("journal") else ""
+        lines.append(
+            f"  repaired: run {rep['run_id']} had loaded {rep['recorded']} file(s) the ledger "
+            f"had not recorded (it ended before it could){where}"
+        )
+    for rec in doc.get("recovered", []):
+        lines.append(f"  took over the namespace from a run that is gone: {rec}")
+    if not doc.get("dry_run") and doc.get("load"):
+        lines.append(f"  recorded as loaded: {doc.get('recorded', 0)} file(s)")
+    missing = doc.get("not_loaded", [])
+    if missing and not doc.get("dry_run"):
+        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        lines.append(
+            f"  not loaded (a shard holding their records is not uploaded): {shown}; the next "
+            "run resumes this one first"
+        )
+    return lines
+
+
+def _load_lines(r: LoadResult) -> list[str]:
     rate = format_bytes(r.bytes_read / max(r.elapsed, 1e-9))
     took = f"({format_bytes(r.bytes_read)} in {format_seconds(r.elapsed)}, {rate}/s)"
-    if not r.records and r.rejected:
+    ledger = r.ledger or {}
+    if ledger and not ledger.get("load") and not ledger.get("waiting"):
+        reasons = ", ".join(f"{n} {why}" for why, n in ledger.get("reasons", {}).items())
+        head = (
+            f"nothing to load into {r.namespace}: the ledger skips all "
+            f"{ledger.get('files', 0)} input file(s) ({reasons or 'none given'})"
+        )
+        took = ""
+    elif not r.records and r.rejected:
         head = f"nothing to load into {r.namespace}: every one of {r.rejected:,} lines was rejected"
     elif r.dry_run:
         head = f"validated (dry run) {r.records:,} records for {r.namespace} in {r.shards} shard(s)"
@@ -37,7 +112,7 @@ def load_summary(r: LoadResult) -> list[str]:
     else:
         head = f"loaded {r.records:,} records into {r.namespace} in {r.shards} shard(s)"
     lines = [
-        f"bulkload: {head} {took}",
+        f"bulkload: {head} {took}".rstrip(),
         f"  lines {r.lines:,}: {r.records:,} records, {r.rejected:,} rejected, {r.blank:,} blank",
     ]
     if not r.dry_run:

@@ -250,6 +250,11 @@ class EmulatorThread:
         # big read never stalls the server.
         return read_stored_records(self.stored_objects(namespace))
 
+    def notify(self) -> None:
+        """Wake every ``wait_for`` to check its predicate again: for a predicate that also
+        watches something outside the emulator (a child process that ended)."""
+        self._on_change()
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
         """Block until ``predicate()`` is true, re-checking it on every state change.
 
