@@ -37,7 +37,7 @@ from typing import Any, BinaryIO
 
 import zstandard
 
-from ._common import cpu, log
+from ._common import cpu, log, warm
 from ._internals import GZIP_BACKENDS, ZstdReaderToday, open_stream
 from .datasets import Dataset, standard
 
@@ -132,7 +132,7 @@ def measure(dataset: Dataset, repeat: int = 1) -> dict[str, Any]:
     assert codec in ("gz", "zst"), dataset.name
     files = dataset.files
     workers = os.cpu_count() or 1
-    _drain_all(files)  # into the page cache
+    warm(files)
     rows: dict[str, Callable[[], dict[str, Any]]] = {}
     if codec == "gz":
         for backend in GZIP_BACKENDS:
@@ -171,13 +171,6 @@ def measure(dataset: Dataset, repeat: int = 1) -> dict[str, Any]:
         log(f"  {label:60} {best['mb_s']:7,.0f} MB/s {best['cpu_s_per_gb']:5.2f} CPU s/GB")
         out[label] = best
     return out
-
-
-def _drain_all(files: list[Path]) -> None:
-    for path in files:
-        with path.open("rb") as f:
-            while f.read(BLOCK):
-                pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,7 @@ from ._common import (
     log,
     mb,
     run_measured,
+    warm,
 )
 from .bench_upload import SinkWatch, time_limit
 from .datasets import Dataset, standard
@@ -69,6 +70,7 @@ def run_bulkload(
         cmd += ["--ca-bundle", str(sink.ca_file)]
     cmd += list(args)
     env = {**env_with_project(), "SAFETYKIT_API_KEY": API_KEY}
+    warm(dataset.files)
     try:
         with sink.client() as client:
             watch = SinkWatch(client, sink)

@@ -43,6 +43,7 @@ from ._common import (
     run_measured,
     sink_state,
     start,
+    warm,
 )
 from .datasets import Dataset, open_plain, standard
 
@@ -165,6 +166,7 @@ def naive_baseline(sink: EmulatorProcess, dataset: Dataset) -> dict[str, Any]:
     """``benchmarks/naive_loader.py`` over the dataset; see the module doc."""
     env = {**env_with_project(), "SAFETYKIT_API_KEY": API_KEY}
     cmd = [sys.executable, "-m", "benchmarks.naive_loader", sink.base_url, NAMESPACE]
+    warm(dataset.files)
     with httpx.Client(timeout=60) as client:
         watch = SinkWatch(client, sink)
         run = run_measured(cmd + dataset.inputs, timeout=time_limit(dataset.bytes), env=env)
