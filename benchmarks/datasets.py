@@ -17,6 +17,9 @@
   the same records as ``products``;
 - ``many``: 20,000 files of 4–64 KiB (sizes drawn uniformly, whole lines) in nested
   directories (20 × 10 × 100), cut from the products file (5,000 files with ``--quick``);
+- ``gz1``, ``zst1`` (on request: ``--dataset gz1``): the 16 parts back to back in one
+  file, the same records as one big ``.jsonl.gz`` / ``.jsonl.zst`` (members and frames
+  may be concatenated);
 - ``products-4g``: 4 GiB for the memory row: the 1 GiB file four times, each copy's
   ids renamed (``prod-`` → ``pro1-`` ...: same length, so the bytes and lines match).
 
@@ -442,6 +445,31 @@ def compressed_parts(source: Dataset, codec: str, parts: int = PARTS) -> Dataset
     )
 
 
+def one_compressed(parts: Dataset) -> Dataset:
+    """The compressed parts back to back in one file (gzip members and zstd frames may be
+    concatenated): the same records as one big ``.jsonl.gz`` or ``.jsonl.zst``, which no
+    decoder can split over cores."""
+    codec = parts.compression
+    assert codec is not None
+    path = DATA_DIR / f"{Path(parts.inputs[0]).stem}.one.jsonl.{codec}"
+
+    def write(out: Any) -> None:
+        for part in parts.files:
+            with part.open("rb") as f:
+                shutil.copyfileobj(f, out, BLOCK)
+
+    _write_once(path, write)
+    return _dataset(
+        f"{codec}-1",
+        f"the {parts.name} parts as one .jsonl.{codec} file",
+        [str(path)],
+        [path],
+        compression=codec,
+        bytes=parts.bytes,
+        lines=parts.lines,
+    )
+
+
 def many_files(source: Path, count: int) -> Dataset:
     """``count`` files of 4–64 KiB (uniform), cut from ``source`` at line ends, in
     nested directories ``dNN/sN/`` of 100 files each."""
@@ -483,6 +511,12 @@ def standard(quick: bool) -> dict[str, Dataset]:
         "zst": compressed_parts(main, "zst"),
         "many": many_files(main.files[0], MANY_FILES_QUICK if quick else MANY_FILES),
     }
+
+
+def extra(quick: bool) -> dict[str, Dataset]:
+    """Datasets measured on request only (``--dataset gz1``): one big compressed file."""
+    sets = standard(quick)
+    return {"gz1": one_compressed(sets["gz"]), "zst1": one_compressed(sets["zst"])}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,8 +14,9 @@
 
 gzip goes through the fastest decoder installed, chosen once at import (``GZIP_BACKEND``):
 ISA-L's (``isal.igzip``), then zlib-ng's (``zlib_ng.gzip_ng``), then the standard library's.
-Measured on the benchmark's gz parts (2 cores, one stream, CPU s/GB of output): ISA-L
-~0.5, zlib-ng ~0.55, stdlib zlib ~1.9 (``python -m benchmarks.run --stage decompress``).
+Measured on the benchmark's gz parts (gzip -6, 4.4:1; one stream, CPU s/GB of output):
+ISA-L 0.78-0.82, zlib-ng 0.93-1.00, the standard library's zlib 2.48-2.52
+(``python -m benchmarks.run --stage decompress --dataset gz``).
 They produce the same bytes (tested); they differ only in which exception they raise:
 
 =========  ===========================  ================================================
@@ -63,14 +64,16 @@ __all__ = [
 
 CODECS = ("gz", "bz2", "xz", "zst")
 
-#: Most bytes one ``readinto`` decodes. Asking the gzip decoders for 8 MiB at a time cost
-#: 0.58-0.61 CPU s/GB (ISA-L) against 0.48 in steps of 128 KiB to 1 MiB (the output stays
-#: in the CPU's cache while it is written; stdlib 2.1 against 1.8); 1 MiB keeps the number
-#: of Python calls per 8 MiB block at 8.
+#: Most bytes one ``readinto`` decodes: what bounds a decoder's output per call (zstd's,
+#: bz2's and xz's loops hold one step). For gzip it changes nothing measurable: on the
+#: benchmark's gz parts ISA-L cost 0.78 CPU s/GB asked for 1 MiB at a time and 0.80 asked
+#: for 8 MiB (stdlib 2.43-2.47 against 2.45-2.54); 1 MiB keeps the Python calls per 8 MiB
+#: block at 8.
 STEP = 1 << 20
 
-#: Compressed bytes the zstd decoder reads at a time: 1 MiB ran at 0.50 CPU s/GB against
-#: 0.58 for 128 KiB (the decoder's own default) and 0.51-0.54 for 4 MiB.
+#: Compressed bytes the zstd decoder reads at a time. 128 KiB (its default), 1 MiB and
+#: 4 MiB were within noise of each other on the benchmark's zst parts (0.58-0.61 CPU s/GB
+#: decoding alone); 1 MiB means fewer calls through the frame walker.
 ZSTD_READ = 1 << 20
 
 
