@@ -41,6 +41,17 @@ def cpu() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def warm(paths: list[Path]) -> None:
+    """Read ``paths`` into the page cache, so that a measurement reads memory, not the disk.
+    The machine is shared: other work evicts cached files within minutes (a 1 GiB file
+    read 20 s earlier was 5 % gone, 45 % after half an hour)."""
+    buf = bytearray(8 * MiB)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while f.readinto(buf):
+                pass
+
+
 def env_with_project() -> dict[str, str]:
     """This environment, with the project importable and no API key from the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SAFETYKIT_")}
@@ -245,17 +256,30 @@ class EmulatorProcess:
 
     ``with EmulatorProcess() as emu:`` starts it and reads the base URL from its first
     line of stdout; leaving the block stops it (SIGTERM, then SIGKILL after 30 s).
+    ``tls=True`` serves HTTPS (``benchmarks/tls_sink.py``, a sink only): ``ca_file`` is
+    then the private CA's certificate that clients must trust.
     """
 
     #: Longest wait for the first line: the emulator imports aiohttp, well under this.
     START_TIMEOUT = 60.0
 
-    def __init__(self, *, discard_bodies: bool = True, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, *, discard_bodies: bool = True, data_dir: Path | None = None, tls: bool = False
+    ) -> None:
         self.discard_bodies = discard_bodies
         self.data_dir = data_dir
+        self.tls = tls
         self.base_url = ""
+        self.ca_file: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.process: psutil.Process | None = None
+
+    def client(self) -> Any:
+        """An ``httpx.Client`` that trusts this sink."""
+        import httpx
+
+        return httpx.Client(timeout=60, verify=str(self.ca_file) if self.ca_file else True)
 
     def __enter__(self) -> EmulatorProcess:
         cmd = [sys.executable, "-m", "bulkload.emulator", "--port", "0", "--api-key", API_KEY]
@@ -263,6 +287,13 @@ class EmulatorProcess:
             cmd.append("--discard-bodies")
         if self.data_dir is not None:
             cmd += ["--data-dir", str(self.data_dir)]
+        if self.tls:
+            if not self.discard_bodies or self.data_dir is not None:
+                raise ValueError("the TLS sink only discards bodies")
+            self._tmp = tempfile.TemporaryDirectory(prefix="bench-tls-")
+            self.ca_file = Path(self._tmp.name) / "ca.pem"
+            cmd = [sys.executable, "-m", "benchmarks.tls_sink", "--api-key", API_KEY]
+            cmd += ["--ca-file", str(self.ca_file)]
         proc = start(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         self._proc = proc
         stdout = proc.stdout
@@ -273,7 +304,7 @@ class EmulatorProcess:
         reader.start()
         reader.join(self.START_TIMEOUT)
         url = line[0].decode().strip() if line else ""
-        if not url.startswith("http://"):
+        if not url.startswith("https://" if self.tls else "http://"):
             self.__exit__()
             raise RuntimeError(f"the emulator did not print its URL (got {url!r})")
         self.base_url = url
@@ -304,6 +335,9 @@ class EmulatorProcess:
                 proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 def new_upload_url(client: Any, base_url: str, namespace: str = NAMESPACE) -> str:

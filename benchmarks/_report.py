@@ -18,6 +18,13 @@ from ._common import RESULTS_DIR
 E2E_VS_CEILING = 0.8
 E2E_VS_NAIVE = 5.0
 RSS_LIMIT_MB = 150.0
+#: The targets of issue 14: compressed parts end to end against the same records plain,
+#: many small files against the one big file, bulkload's CPU against the work floor, and
+#: its TLS overhead against curl's.
+COMPRESSED_VS_PLAIN = 0.8
+MANY_VS_BIG = 0.6
+CPU_VS_FLOOR = 1.25
+HTTPS_CPU_SLACK = 1.2
 #: "The same for 1 and 4 GiB": within this fraction of the larger. Sampling jitter and
 #: allocator noise stay well inside it; growth with the input does not.
 RSS_SAME_WITHIN = 0.10
@@ -79,18 +86,19 @@ def dataset_rows(name: str, result: dict[str, Any]) -> list[Row]:
     if "read" in ceilings:
         lines = ceilings.get("read_lines")
         note = f"bulkload's line reader (iter_chunks): {lines['mb_s']:,.0f}" if ok(lines) else ""
+        if ok(ceilings["read"]) and ceilings["read"].get("compressed"):
+            note = "compressed bytes; " + note + " decompressed (today's decoders)"
         rows.append(Row.of(name, "ceiling: read the bytes (page cache)", ceilings["read"], note))
     if "validate_1" in ceilings:
         rows.append(Row.of(name, "ceiling: validate, 1 process", ceilings["validate_1"]))
-        workers = ceilings["validate_all"].get("workers", "all")
-        rows.append(
-            Row.of(
-                name,
-                f"ceiling: validate, {workers} processes",
-                ceilings["validate_all"],
-                "byte ranges to a process pool",
-            )
+        every = ceilings["validate_all"]
+        workers = every.get("workers", "all")
+        how = (
+            "one file per task, decoded in the worker (open_stream)"
+            if every.get("method") == "files"
+            else "byte ranges to a process pool"
         )
+        rows.append(Row.of(name, f"ceiling: validate, {workers} processes", every, how))
     if "upload" in ceilings:
         up = ceilings["upload"]
         note = ""
@@ -114,6 +122,78 @@ def dataset_rows(name: str, result: dict[str, Any]) -> list[Row]:
         dry = result["bulkload_dry"]
         note = f"{dry['shards']} shards written, not sent" + _outside(dry) if ok(dry) else ""
         rows.append(Row.of(name, "bulkload --dry-run (no network)", dry, note))
+    decompress = result.get("decompress")
+    if isinstance(decompress, dict) and not ok(decompress):
+        rows.append(Row.of(name, "decompress", decompress))
+    elif decompress:
+        for label, r in decompress.items():
+            note = f"{r['input_mb_s']:,.0f} MB/s of compressed input; MB/s and CPU of output"
+            rows.append(Row.of(name, f"decompress: {label}", r, note))
+    rows += _floor_rows(name, result)
+    rows += _https_rows(name, result.get("https"))
+    return rows
+
+
+def _floor_rows(name: str, result: dict[str, Any]) -> list[Row]:
+    floor = result.get("floor")
+    if floor is None:
+        return []
+    if not ok(floor):
+        return [Row.of(name, "work floor", floor)]
+    parts = [
+        ("decompress (open_stream)", floor["decompress"]),
+        ("read + validate (validate_chunk)", floor["read_validate"]),
+        ("MD5", floor["md5"]),
+        ("send: 8 curl -T, HTTP", floor["send_http"]),
+    ]
+    if floor.get("send_https") is not None:
+        parts.append(("send: 8 curl -T, HTTPS (not in the floor)", floor["send_https"]))
+    rows = [
+        Row(name, f"floor part: {label}", cpu_s_per_gb=value)
+        for label, value in parts
+        if value or "decompress" not in label
+    ]
+    e2e = result.get("bulkload")
+    note = "the parts above, each alone, one process"
+    if ok(e2e) and floor["floor"]:
+        note = (
+            f"bulkload {e2e['cpu_s_per_gb']:.2f} = {e2e['cpu_s_per_gb'] / floor['floor']:.2f}× it"
+        )
+    rows.append(Row(name, "work floor: their sum", cpu_s_per_gb=floor["floor"], note=note))
+    return rows
+
+
+def _tls_cost(https: dict[str, Any], who: str) -> float | None:
+    plain, tls = https.get(f"{who}_http"), https.get(f"{who}_https")
+    if ok(plain) and ok(tls):
+        cost: float = tls["cpu_s_per_gb"] - plain["cpu_s_per_gb"]
+        return cost
+    return None
+
+
+def _https_rows(name: str, https: dict[str, Any] | None) -> list[Row]:
+    if not https:
+        return []
+    rows = []
+    labels = {
+        "curl_http": "HTTP: 8 curl -T",
+        "curl_https": "HTTPS: 8 curl -T --cacert",
+        "bulkload_http": "HTTP: bulkload",
+        "bulkload_https": "HTTPS: bulkload --ca-bundle",
+    }
+    for key, label in labels.items():
+        if key not in https:
+            continue
+        value = https[key]
+        note = ""
+        if ok(value):
+            note = (
+                f"sink {value['sink_cores']:.2f} cores, {value['sink_cpu_s_per_gb']:.2f} CPU s/GB"
+            )
+        cost = _tls_cost(https, key.split("_")[0])
+        if key.endswith("https") and cost is not None:
+            note = f"TLS costs {cost:+.2f} CPU s/GB; " + note
+        rows.append(Row.of(name, label, value, note))
     return rows
 
 
@@ -127,6 +207,13 @@ def all_rows(results: dict[str, Any]) -> list[Row]:
             note = f"RSS at half time {half:.0f}, at the end {timeline[-1][1]:.0f}"
         what = f"bulkload, {size} input, defaults" if size in ("1GiB", "4GiB") else size
         rows.append(Row.of("memory", what, run, note))
+    hashes = results.get("hash")
+    if isinstance(hashes, dict) and not ok(hashes):
+        rows.append(Row.of("hash", "hashes", hashes))
+    elif hashes:
+        for name, r in hashes.items():
+            rows.append(Row.of("hash", f"{name}, 1 stream", r["one"], "4 MiB slices, in memory"))
+            rows.append(Row.of("hash", f"{name}, {r['n_streams']} streams", r["streams"]))
     sweep = [p for p in results.get("sweep", []) if ok(p)]
     if sweep:
         best = max(sweep, key=lambda p: p["mb_s"])
@@ -177,6 +264,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"naive: {naive['mb_s']:,.0f} MB/s",
                 )
             )
+    targets += _issue14_targets(results)
     memory = results.get("memory")
     if memory is not None:
         name = f"peak RSS ≤ {RSS_LIMIT_MB:.0f} MB, 1 GiB ≈ 4 GiB (defaults)"
@@ -216,6 +304,72 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             )
     elif help_ is not None:
         targets.append(_target("bulkload --help", None, "-", str(help_["error"])))
+    return targets
+
+
+def _named(results: dict[str, Any], prefix: str) -> dict[str, Any] | None:
+    """The end-to-end run of the dataset whose name starts with ``prefix``, if it worked."""
+    for name, result in results["datasets"].items():
+        if name.startswith(prefix) and ok(result.get("bulkload")):
+            run: dict[str, Any] = result["bulkload"]
+            return run
+    return None
+
+
+def _issue14_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    targets = []
+    plain = _named(results, "products-")
+    for prefix, what, factor in (
+        ("gz-", ".jsonl.gz parts", COMPRESSED_VS_PLAIN),
+        ("zst-", ".jsonl.zst parts", COMPRESSED_VS_PLAIN),
+        ("many-", "many small files", MANY_VS_BIG),
+    ):
+        run = _named(results, prefix)
+        if plain is None or run is None:
+            continue
+        ratio = run["mb_s"] / plain["mb_s"]
+        targets.append(
+            _target(
+                f"{what} end to end ≥ {factor}× the plain big file",
+                ratio >= factor,
+                f"{ratio:.2f}×",
+                f"{run['mb_s']:,.0f} against {plain['mb_s']:,.0f} MB/s",
+            )
+        )
+    for name, result in results["datasets"].items():
+        e2e, floor = result.get("bulkload"), result.get("floor")
+        if ok(e2e) and ok(floor) and floor.get("floor"):
+            ratio = e2e["cpu_s_per_gb"] / floor["floor"]
+            targets.append(
+                _target(
+                    f"{name}: CPU s/GB ≤ {CPU_VS_FLOOR}× the work floor",
+                    ratio <= CPU_VS_FLOOR,
+                    f"{ratio:.2f}×",
+                    f"{e2e['cpu_s_per_gb']:.2f} against {floor['floor']:.2f}",
+                )
+            )
+        if ok(e2e):
+            targets.append(
+                _target(
+                    f"{name}: peak RSS ≤ {RSS_LIMIT_MB:.0f} MB",
+                    e2e["peak_rss_mb"] <= RSS_LIMIT_MB,
+                    f"{e2e['peak_rss_mb']:.0f} MB",
+                )
+            )
+        https = result.get("https") or {}
+        curl_cost = _tls_cost(https, "curl")
+        if curl_cost is not None and ok(https.get("bulkload_https")):
+            plain_cpu = https["bulkload_http"]["cpu_s_per_gb"]
+            bound = HTTPS_CPU_SLACK * (plain_cpu + curl_cost)
+            tls_cpu = https["bulkload_https"]["cpu_s_per_gb"]
+            targets.append(
+                _target(
+                    f"{name}: HTTPS CPU ≤ {HTTPS_CPU_SLACK}× (HTTP CPU + curl's TLS cost)",
+                    tls_cpu <= bound,
+                    f"{tls_cpu:.2f} CPU s/GB",
+                    f"bound {bound:.2f} = {HTTPS_CPU_SLACK} × ({plain_cpu:.2f} + {curl_cost:.2f})",
+                )
+            )
     return targets
 
 

@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ._common import (
     API_KEY,
     NAMESPACE,
@@ -40,6 +38,7 @@ from ._common import (
     log,
     mb,
     run_measured,
+    warm,
 )
 from .bench_upload import SinkWatch, time_limit
 from .datasets import Dataset, standard
@@ -67,10 +66,13 @@ def run_bulkload(
     work = Path(tempfile.mkdtemp(prefix="bench-bulkload-"))
     cmd = [sys.executable, "-m", "bulkload", "load", NAMESPACE, *dataset.inputs]
     cmd += ["--base-url", sink.base_url, "--quiet", "--json", "--work-dir", str(work / "w")]
+    if sink.ca_file is not None:
+        cmd += ["--ca-bundle", str(sink.ca_file)]
     cmd += list(args)
     env = {**env_with_project(), "SAFETYKIT_API_KEY": API_KEY}
+    warm(dataset.files)
     try:
-        with httpx.Client(timeout=60) as client:
+        with sink.client() as client:
             watch = SinkWatch(client, sink)
             run = run_measured(cmd, timeout=time_limit(dataset.bytes), env=env)
             sink_cpu = watch.cpu_used()

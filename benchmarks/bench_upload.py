@@ -43,8 +43,9 @@ from ._common import (
     run_measured,
     sink_state,
     start,
+    warm,
 )
-from .datasets import Dataset, standard
+from .datasets import Dataset, open_plain, standard
 
 PIECE_BYTES = 64 * MiB  # bulkload's default --shard-size
 CURL_PROCESSES = 8  # bulkload's default --concurrency
@@ -90,7 +91,7 @@ def split_pieces(files: list[Path], piece_bytes: int, out_dir: Path) -> list[Pat
         current, size = [], 0
 
     for path in files:
-        with path.open("rb") as f:
+        with open_plain(path) as f:  # decompressed: what bulkload uploads
             for line in f:
                 if size + len(line) > piece_bytes:
                     flush()
@@ -113,13 +114,15 @@ def curl_ceiling(
     work = Path(tempfile.mkdtemp(prefix="curl-", dir=DATA_DIR))
     try:
         pieces = split_pieces(dataset.files, piece_bytes, work)
-        with httpx.Client(timeout=60) as client:
+        with sink.client() as client:
             watch = SinkWatch(client, sink)
             urls = [new_upload_url(client, sink.base_url) for _ in pieces]
             watch.cpu = sink.cpu_seconds()  # the clock starts after the import calls
             commands = []
             for group in range(processes):
                 cmd = ["curl", "-sS", "--fail", "-H", "Content-Type: application/json"]
+                if sink.ca_file is not None:
+                    cmd += ["--cacert", str(sink.ca_file)]
                 cmd += ["-w", "%{http_code}\\n", "--max-time", str(int(time_limit(dataset.bytes)))]
                 for piece, url in list(zip(pieces, urls, strict=True))[group::processes]:
                     cmd += ["-T", str(piece), "-o", "/dev/null", url]
@@ -163,6 +166,7 @@ def naive_baseline(sink: EmulatorProcess, dataset: Dataset) -> dict[str, Any]:
     """``benchmarks/naive_loader.py`` over the dataset; see the module doc."""
     env = {**env_with_project(), "SAFETYKIT_API_KEY": API_KEY}
     cmd = [sys.executable, "-m", "benchmarks.naive_loader", sink.base_url, NAMESPACE]
+    warm(dataset.files)
     with httpx.Client(timeout=60) as client:
         watch = SinkWatch(client, sink)
         run = run_measured(cmd + dataset.inputs, timeout=time_limit(dataset.bytes), env=env)

@@ -5,9 +5,11 @@
 
 ``BENCH_QUICK=1`` is ``--quick``: 256 MiB instead of 1 GiB, one run per measurement, no
 4 GiB run, no chart. Stages: ``ceilings`` (read, validate, upload with curl), ``naive``,
-``bulkload``, ``memory`` (1 GiB and 4 GiB at default settings), ``chart`` (the
-concurrency × shard size sweep), ``help``. ``benchmarks/README.md`` says what each row
-means.
+``bulkload``, ``decompress`` (every decoder on the compressed datasets), ``floor`` (the
+unavoidable parts, each alone), ``https`` (bulkload and curl over TLS and plain HTTP),
+``hash`` (MD5 against faster hashes), ``memory`` (1 GiB and 4 GiB at default settings),
+``chart`` (the concurrency × shard size sweep), ``help``. ``benchmarks/README.md`` says
+what each row means.
 
 The emulator runs once, in its own process, as a sink (``--discard-bodies``). Every
 measured process has a time limit; a stage that fails is shown in the table as an error
@@ -29,14 +31,31 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from ._common import RESULTS_DIR, EmulatorProcess, GiB, best_of, git_info, log, mb
+from . import bench_decompress, bench_floor, bench_hash
+from ._common import RESULTS_DIR, EmulatorProcess, GiB, MiB, best_of, git_info, log, mb
 from ._report import evaluate, ok, render, save, upload_ceiling, validation_ceiling
 from .bench_load import chart, help_time, run_bulkload, sweep
 from .bench_upload import curl_ceiling, naive_baseline
-from .datasets import Dataset, edges, products, products_4gib, standard
+from .datasets import Dataset, edges, extra, products, products_4gib, standard
 
-STAGES = ("ceilings", "naive", "bulkload", "memory", "edges", "chart", "help")
-DATASETS = ("products", "files", "big")
+STAGES = (
+    "ceilings",
+    "naive",
+    "bulkload",
+    "decompress",
+    "floor",
+    "https",
+    "hash",
+    "memory",
+    "edges",
+    "chart",
+    "help",
+)
+DATASETS = ("products", "files", "big", "gz", "zst", "many")
+#: Measured on request only (--dataset gz1): one big compressed file.
+EXTRA_DATASETS = ("gz1", "zst1")
+#: The HTTPS rows' dataset unless --dataset names others: one is enough to price TLS.
+HTTPS_DATASETS = ("products",)
 
 
 def attempt(results: dict[str, Any], key: str, fn: Callable[[], Any]) -> Any:
@@ -62,12 +81,10 @@ def ceilings(dataset: Dataset, sink: EmulatorProcess, repeat: int) -> dict[str, 
     workers = os.cpu_count() or 1
 
     def measure_all() -> dict[str, Any]:
-        # Imported here: bench_validate calls bulkload's internals, which may change
-        # under it; then only these rows fail.
-        from bulkload._inputs import resolve_inputs
-        from bulkload._validate import ValidateOptions
-
+        # Imported here: bench_validate calls bulkload's internals (_internals), which may
+        # change under it; then only these rows fail.
         from . import bench_validate as bv
+        from ._internals import ValidateOptions, resolve_inputs
 
         sources = resolve_inputs(dataset.inputs)
         stages: dict[str, tuple[str, Callable[[], int]]] = {
@@ -77,9 +94,15 @@ def ceilings(dataset: Dataset, sink: EmulatorProcess, repeat: int) -> dict[str, 
                 "validate, 1 proc",
                 lambda: bv.validate_here(sources, ValidateOptions()),
             ),
+            # Plain files: bulkload's --workers method (byte ranges); compressed ones: one
+            # file per task, decoded in the worker (the design proposed for them).
             "validate_all": (
                 f"validate, {workers} procs",
-                lambda: bv.validate_pool_ranges(sources, workers),
+                lambda: (
+                    bv.validate_pool_ranges(sources, workers)
+                    if dataset.compression is None
+                    else bv.validate_pool_files(sources, workers)
+                ),
             ),
         }
         found: dict[str, Any] = {}
@@ -90,6 +113,8 @@ def ceilings(dataset: Dataset, sink: EmulatorProcess, repeat: int) -> dict[str, 
         for key in ("validate_1", "validate_all"):
             found[key]["records_s"] = dataset.lines / (dataset.bytes / (found[key]["mb_s"] * 1e6))
         found["validate_all"]["workers"] = workers
+        found["validate_all"]["method"] = "ranges" if dataset.compression is None else "files"
+        found["read"]["compressed"] = dataset.compression is not None
         return found
 
     found = attempt(out, "validation", measure_all)
@@ -109,6 +134,7 @@ class Bench:
             s for s in STAGES if not (self.quick and s in ("memory", "chart"))
         ]
         self.names: list[str] = args.dataset or list(DATASETS)
+        self.https_names = [n for n in self.names if args.dataset or n in HTTPS_DATASETS]
         self.extra = shlex.split(args.bulkload_args)
         self.repeat: int = args.repeat or (1 if self.quick else 2)
         self.git = git_info()
@@ -131,16 +157,26 @@ class Bench:
     def run(self) -> dict[str, Any]:
         started = time.monotonic()
         sets = standard(self.quick)
+        if any(name in EXTRA_DATASETS for name in self.names):
+            sets.update(extra(self.quick))
         with EmulatorProcess() as sink:
             self.results["sink_idle_rss_mb"] = mb(sink.rss())
             for name in self.names:
                 self.dataset(sink, sets[name])
+            if "https" in self.stages and self.https_names:
+                log("== HTTPS: the sink serving TLS (private CA) ...")
+                with EmulatorProcess(tls=True) as tls_sink:
+                    for name in self.https_names:
+                        self.https(sink, tls_sink, sets[name])
             if "memory" in self.stages:
                 self.memory(sink, sets["products"] if not self.quick else products(GiB))
             elif "edges" in self.stages:
                 self.memory_edges(sink)
             if "chart" in self.stages:
                 self.chart(sink, sets["products"])
+        if "hash" in self.stages:
+            log("== hashes: MD5 against faster ones ...")
+            attempt(self.results, "hash", lambda: self.hashes(sets["products"]))
         if "help" in self.stages:
             log("== bulkload --help ...")
             attempt(self.results, "help", help_time)
@@ -175,6 +211,59 @@ class Bench:
                 "bulkload_dry",
                 lambda: repeated(self.repeat, lambda: run_bulkload(sink, ds, dry)),
             )
+
+        if "decompress" in self.stages and ds.compression is not None:
+            log("  decompress ...")
+            attempt(result, "decompress", lambda: bench_decompress.measure(ds, self.repeat))
+        if "floor" in self.stages:
+            log("  the work floor ...")
+            attempt(result, "floor", lambda: self.floor(sink, ds, result))
+
+    def floor(self, sink: EmulatorProcess, ds: Dataset, result: dict[str, Any]) -> dict[str, Any]:
+        """The unavoidable parts alone (``bench_floor``), the send priced by curl over HTTP
+        (this run's upload ceiling when it was measured, else measured here)."""
+        runs = [bench_floor.local_parts(ds) for _ in range(self.repeat)]
+        parts = min(runs, key=lambda r: sum(r[p] for p in bench_floor.PARTS))
+        upload = result.get("ceilings", {}).get("upload")
+        if not ok(upload):
+            upload = repeated(self.repeat, lambda: curl_ceiling(sink, ds))
+        parts["send_http"] = upload["cpu_s_per_gb"]
+        parts["floor"] = bench_floor.floor_of(parts, parts["send_http"])
+        return parts
+
+    def https(self, sink: EmulatorProcess, tls: EmulatorProcess, ds: Dataset) -> None:
+        """bulkload and curl over HTTPS and over plain HTTP, same bytes, same run."""
+        log(f"  {ds.name}: curl and bulkload over HTTPS and HTTP ...")
+        result = self.results["datasets"].setdefault(ds.name, ds.as_json())
+        out: dict[str, Any] = {}
+        result["https"] = out
+        measured = result.get("ceilings", {}).get("upload")
+        if ok(measured):
+            out["curl_http"] = measured
+        else:
+            attempt(out, "curl_http", lambda: repeated(self.repeat, lambda: curl_ceiling(sink, ds)))
+        attempt(out, "curl_https", lambda: repeated(self.repeat, lambda: curl_ceiling(tls, ds)))
+        measured = result.get("bulkload")
+        if ok(measured):
+            out["bulkload_http"] = measured
+        else:
+            attempt(
+                out,
+                "bulkload_http",
+                lambda: repeated(self.repeat, lambda: run_bulkload(sink, ds, self.extra)),
+            )
+        attempt(
+            out,
+            "bulkload_https",
+            lambda: repeated(self.repeat, lambda: run_bulkload(tls, ds, self.extra)),
+        )
+        floor = result.get("floor")
+        if ok(floor) and ok(out["curl_https"]):
+            floor["send_https"] = out["curl_https"]["cpu_s_per_gb"]
+
+    def hashes(self, products_ds: Dataset) -> dict[str, Any]:
+        size = min(products_ds.bytes, 256 * MiB)
+        return bench_hash.run(products_ds.files[0], size, 4, os.cpu_count() or 1)
 
     def memory(self, sink: EmulatorProcess, one_gib: Dataset) -> None:
         """Peak RSS at default settings for 1 GiB and 4 GiB of the same kind of records."""
@@ -235,7 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         "--stage", action="append", choices=STAGES, help="only this stage (repeatable)"
     )
     parser.add_argument(
-        "--dataset", action="append", choices=DATASETS, help="only this dataset (repeatable)"
+        "--dataset",
+        action="append",
+        choices=DATASETS + EXTRA_DATASETS,
+        help="only this dataset (repeatable)",
     )
     parser.add_argument(
         "--repeat",
