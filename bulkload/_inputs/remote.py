@@ -11,6 +11,7 @@ never from bulkload, and never appear in a manifest.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import glob
 import io
@@ -63,6 +64,11 @@ def remote_sources(spec: str, storage_options: Mapping[str, Any] | None = None) 
     recursively, sorted) or a glob pattern (sorted)."""
 
     fs, path = _filesystem(spec, storage_options)
+    # fsspec keeps one file system per process, with its listings cached: a second load in
+    # a long-lived process (a scheduler's worker) would see yesterday's sizes and ETags,
+    # judge a changed object by them, and open it with a stale If-Match (412).
+    with contextlib.suppress(Exception):
+        fs.invalidate_cache()
     try:
         if glob.has_magic(path):
             found: dict[str, Any] = dict(sorted(fs.glob(path, detail=True).items()))
