@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from ._follow import Follower as Follower
     from ._follow import StatusChange as StatusChange
     from ._follow import WaitResult as WaitResult
+    from ._ledger import Ledger as Ledger
+    from ._ledger import LedgerBusyError as LedgerBusyError
+    from ._ledger import LedgerError as LedgerError
     from ._load.loader import Loader as Loader
     from ._load.loader import load as load
     from ._load.progress import Progress as Progress
@@ -57,6 +60,9 @@ _WHERE = {
     "Follower": "._follow.follower",
     "StatusChange": "._follow.follower",
     "WaitResult": "._follow.follower",
+    "Ledger": "._ledger.store",
+    "LedgerBusyError": "._ledger.values",
+    "LedgerError": "._ledger.file",
     "merge_manifests": "._partition",
     "partition_inputs": "._partition",
     "Loader": "._load.loader",

@@ -22,7 +22,7 @@ from .proof import ProvenLoad
 class LedgerBusyError(LedgerError):
     """Another run holds the namespace in the ledger, and did not let go in time."""
 
-    def __init__(self, message: str, *, holders: Sequence[Holder]) -> None:
+    def __init__(self, message: str, *, holders: Sequence[Holder] = ()) -> None:
         super().__init__(message)
         self.holders = tuple(holders)
 
