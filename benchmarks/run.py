@@ -29,6 +29,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from . import bench_decompress, bench_floor, bench_hash
@@ -42,6 +43,7 @@ STAGES = (
     "ceilings",
     "naive",
     "bulkload",
+    "schema",
     "decompress",
     "floor",
     "https",
@@ -51,6 +53,8 @@ STAGES = (
     "chart",
     "help",
 )
+#: The realistic product schema of issue 16 (15 properties, two nested objects, arrays).
+SCHEMA_PATH = Path(__file__).with_name("product-schema.json")
 DATASETS = ("products", "files", "big", "gz", "zst", "many")
 #: Measured on request only (--dataset gz1): one big compressed file.
 EXTRA_DATASETS = ("gz1", "zst1")
@@ -212,6 +216,14 @@ class Bench:
                 lambda: repeated(self.repeat, lambda: run_bulkload(sink, ds, dry)),
             )
 
+        if "schema" in self.stages and ds.name.startswith("products"):
+            log("  bulkload end to end --schema ...")
+            checked = [*self.extra, "--schema", str(SCHEMA_PATH)]
+            attempt(
+                result,
+                "bulkload_schema",
+                lambda: repeated(self.repeat, lambda: run_bulkload(sink, ds, checked)),
+            )
         if "decompress" in self.stages and ds.compression is not None:
             log("  decompress ...")
             attempt(result, "decompress", lambda: bench_decompress.measure(ds, self.repeat))

@@ -228,10 +228,19 @@ class Reader:
             if tally.rejected == 1
             else f"all {tally.rejected:,} lines were rejected"
         )
-        note = (
-            f"{tally.source}: {what}; it looks like {looks_like(tally.first)}; bulkload "
-            "needs one JSON object per line"
-        )
+        first = tally.first
+        if self.vopts.schema is not None and first.error.startswith("/"):
+            # Records, every one refused by the schema (its reasons start with a pointer):
+            # the file is fine; the schema is likely not this data's.
+            note = (
+                f"{tally.source}: {what} by the schema (line {first.line:,}: {first.error}); "
+                f"is {option('--schema', 'schema')} the schema of this data?"
+            )
+        else:
+            note = (
+                f"{tally.source}: {what}; it looks like {looks_like(first)}; bulkload "
+                "needs one JSON object per line"
+            )
         log.warning("%s", note)
         self.notes.append(note)
 

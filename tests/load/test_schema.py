@@ -137,3 +137,23 @@ def test_a_resume_with_another_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(bulkload.StateError, match="schema was 'sha256:"):
         bulkload.load("products", [str(src)], dry_run=True, work_dir=tmp_path / "w",
                       schema=stricter)  # fmt: skip
+
+
+def test_a_file_the_schema_refuses_whole_is_not_called_the_wrong_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every line a record, every record refused by the schema: the note blames the
+    schema choice, not the file's format."""
+    src = write_lines(
+        tmp_path / "a.jsonl", [orjson.dumps({"id": str(i), "x": i}) for i in range(5)]
+    )
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({"type": "object", "additionalProperties": False,
+                                  "properties": {"id": {"type": "string"}}}))  # fmt: skip
+    argv = ["load", "ns", str(src), "--dry-run", "--schema", str(schema), "--work-dir",
+            str(tmp_path / "w"), "--quiet"]  # fmt: skip
+    assert cli.main(argv) == 3
+    out = capsys.readouterr().out
+    assert "all 5 lines were rejected by the schema (line 1: /x:" in out
+    assert "is --schema the schema of this data?" in out
+    assert "looks like" not in out
