@@ -410,3 +410,42 @@ def test_kill_9_at_random_moments_across_nights(
         names = {Path(e.identity.key).name: e for e in book.entries("products")}
         assert set(names) == {"a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl", "e.jsonl", "f.jsonl"}
         assert all(r.outcome is not None for r in book.runs("products"))
+
+
+@pytest.mark.usefixtures("env")
+def test_partitions_share_a_ledger_and_keep_their_files_night_after_night(
+    emulator_thread: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--incremental --partition I/N splits by a hash of each file's key: a file stays with
+    its worker as the export grows, the workers' shares never overlap, and their
+    manifests merge."""
+    emu = emulator_thread
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    expected = []
+    for n in range(6):
+        expected += write_version(exports, f"{n}.jsonl", 1, 30)
+    shares: dict[int, set[str]] = {}
+    for night_no in (1, 2):
+        if night_no == 2:
+            for n in range(6, 10):
+                expected += write_version(exports, f"{n}.jsonl", 1, 30)
+        for index in (0, 1):
+            work = tmp_path / f"part-{index}"
+            doc = night(emu, exports, work, capsys, "--partition", f"{index}/2")
+            mine = {Path(d["path"]).name for d in doc["ledger"]["decisions"]}
+            loaded = {
+                Path(d["path"]).name for d in doc["ledger"]["decisions"] if d["reason"] == "new"
+            }
+            if night_no == 1:
+                shares[index] = mine
+                assert loaded == mine
+            else:
+                assert shares[index] <= mine, "a file moved to another worker"
+                assert loaded == mine - shares[index]
+    assert shares[0].isdisjoint(shares[1]) and shares[0] and shares[1]
+    assert_exactly_once(emu, expected)
+    merged = tmp_path / "merged.json"
+    assert cli.main(["merge", str(tmp_path / "part-0"), str(tmp_path / "part-1"),
+                     "--output", str(merged), "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["merged"] == 2
