@@ -218,7 +218,7 @@ class IncrementalLoad:
             return await self._dry_run(sources, identities)
         run_id = new_run_id()
         earlier = await asyncio.to_thread(self._peek)
-        if earlier is not None and _unfinished(earlier):
+        if earlier is not None and _unfinished(earlier, resend_failed=self.cfg.resend_failed):
             run_id = _run_id_of(earlier)  # resume it, under its own id
         ledger = await asyncio.to_thread(Ledger.open, self.location.path)
         report = LedgerReport(path=str(self.location.path), run_id=run_id)
@@ -509,14 +509,18 @@ class IncrementalLoad:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _unfinished(doc: Mapping[str, Any]) -> bool:
+def _unfinished(doc: Mapping[str, Any], *, resend_failed: bool = False) -> bool:
     """Whether a work dir's run has records not yet uploaded: stopped before the end of
-    reading, or with shards pending or failed."""
+    reading, or with shards pending or failed; with ``resend_failed``, also a run with a
+    request that failed processing (``wait`` recorded it): it is resumed to send them."""
     if doc.get("dry_run"):
         return False
     if doc.get("finished_at") is None:
         return True
-    return any(s.get("status") != "uploaded" for s in doc.get("shards", []))
+    shards = doc.get("shards", [])
+    if resend_failed and any(s.get("processing_status") == "failed" for s in shards):
+        return True
+    return any(s.get("status") != "uploaded" for s in shards)
 
 
 def _complete(result: LoadResult) -> bool:

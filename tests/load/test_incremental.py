@@ -449,3 +449,28 @@ def test_partitions_share_a_ledger_and_keep_their_files_night_after_night(
     assert cli.main(["merge", str(tmp_path / "part-0"), str(tmp_path / "part-1"),
                      "--output", str(merged), "--json"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["merged"] == 2
+
+
+@pytest.mark.usefixtures("env")
+def test_resend_failed_reaches_last_nights_run(
+    emulator_thread: EmulatorThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`wait` found a request that failed processing; the command it prints
+    (`load … --resend-failed`) resends it from that run before tonight's new files."""
+    emu = emulator_thread
+    exports, work = tmp_path / "exports", tmp_path / "work"
+    exports.mkdir()
+    lines = write_version(exports, "a.jsonl", 1, 300)
+    first = night(emu, exports, work, capsys)
+    emu.set_faults(fail_ids={"a.jsonl-200"})
+    assert cli.main(["wait", str(work), "--base-url", emu.base_url, "--timeout", "60",
+                     "--json"]) == 4  # fmt: skip
+    capsys.readouterr()
+    emu.set_faults(Faults())
+    lines += write_version(exports, "b.jsonl", 1, 10)
+    requests = len(emu.requests())
+    second = night(emu, exports, work, capsys, "--resend-failed")
+    assert second["ledger"]["resumed"] == first["ledger"]["run_id"]
+    assert second["resumed_run"]["resent"] == 1
+    assert decided(second) == {"a.jsonl": "loaded", "b.jsonl": "new"}
+    assert len(emu.requests()) - requests == 2  # the resent shard, and b's
