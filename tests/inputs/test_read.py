@@ -8,6 +8,7 @@ import io
 import lzma
 import os
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -340,3 +341,41 @@ def test_io_error_is_a_source_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(inputs, "open", fake_open, raising=False)
     with pytest.raises(SourceError, match=r"read error near byte 0 \(line 1\): Input/output error"):
         chunks(path)
+
+
+@pytest.mark.parametrize("kind", ["gz", "zst"])
+def test_a_file_that_expands_enormously_is_read_in_bounded_memory(
+    tmp_path: Path, kind: str
+) -> None:
+    """96 MiB of blank lines packed into a few KB: the reader holds a block at a time, not
+    what one decoder call could return (the zstd reader before ``open_stream`` held a
+    whole ``decompressobj`` call's output: 400 MB for a 12 KB file of zeros)."""
+    expanded = 96 << 20
+    packer = zstandard.ZstdCompressor().compressobj() if kind == "zst" else None
+    out = io.BytesIO()
+    writer = gzip.GzipFile(fileobj=out, mode="wb") if kind == "gz" else None
+    piece = b"\n" * (1 << 20)
+    for _ in range(expanded >> 20):
+        if writer is not None:
+            writer.write(piece)
+        else:
+            assert packer is not None
+            out.write(packer.compress(piece))
+    if writer is not None:
+        writer.close()
+    else:
+        assert packer is not None
+        out.write(packer.flush())
+    path = touch(tmp_path / f"blank.jsonl.{kind}", out.getvalue())
+    assert path.stat().st_size < expanded // 1000
+    block = 1 << 20
+    total = 0
+    tracemalloc.start()
+    try:
+        for chunk in iter_chunks(source(path), block):
+            total += len(chunk.data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == expanded
+    assert peak < 8 * block, peak

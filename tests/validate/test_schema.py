@@ -568,7 +568,7 @@ def test_a_fresh_process_gives_the_same_verdicts(method: str) -> None:
     records[5]["price"] = "12,50"
     records[17]["currency"] = "EURO"
     del records[42]["seller"]["name"]
-    records[99]["images"][1] = "ftp://x"
+    records[99]["images"] = ["https://cdn.example.com/img/a.jpg", "ftp://x"]
     records[150]["colour"] = "red"
     data, ends = block(records)
     here = check.check_block(data, ends)
