@@ -324,7 +324,7 @@ def test_file_removed_after_resolving(tmp_path: Path) -> None:
 
 
 def test_io_error_is_a_source_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = touch(tmp_path / "a.jsonl", RECORDS)
+    path = touch(tmp_path / "a.jsonl", RECORDS * 100)  # over a block: read as a stream
     real_open = open
 
     class Failing(io.BufferedReader):
@@ -341,6 +341,38 @@ def test_io_error_is_a_source_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(inputs, "open", fake_open, raising=False)
     with pytest.raises(SourceError, match=r"read error near byte 0 \(line 1\): Input/output error"):
         chunks(path)
+
+
+def test_io_error_reading_a_small_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = touch(tmp_path / "a.jsonl", RECORDS)
+
+    def failing(fd: int, n: int, offset: int) -> bytes:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "pread", failing)
+    with pytest.raises(SourceError, match=r"read error near byte 0 \(line 1\): Input/output error"):
+        chunks(path)
+
+
+def test_a_small_file_read_whole_is_checked_like_a_streamed_one(tmp_path: Path) -> None:
+    """One read per small file: its head still tells its format, a BOM is dropped, and a
+    file that changed since it was listed is refused."""
+    src = source(touch(tmp_path / "a.jsonl", b"\xef\xbb\xbf" + RECORDS))
+    (chunk,) = iter_chunks(src, 1 << 20)
+    assert (chunk.data, chunk.first_line, chunk.offset) == (RECORDS, 1, 3)
+    assert "looks gzip-compressed" in read_error(
+        touch(tmp_path / "z.jsonl", gzip.compress(RECORDS))
+    )
+    grown = source(touch(tmp_path / "b.jsonl", RECORDS))
+    touch(tmp_path / "b.jsonl", RECORDS * 2)
+    with pytest.raises(SourceError, match="grew from 1,100 to 2,200 bytes during the load"):
+        list(iter_chunks(grown, 1 << 20))
+    same_size = source(touch(tmp_path / "c.jsonl", RECORDS))
+    os.utime(tmp_path / "c.jsonl", ns=(1, 1))
+    with pytest.raises(SourceError, match="was modified during the load"):
+        list(iter_chunks(same_size, 1 << 20))
 
 
 @pytest.mark.parametrize("kind", ["gz", "zst"])
