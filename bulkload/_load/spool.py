@@ -29,6 +29,7 @@ worker sees its index file unlinked at its next block and stops (``SpoolGone``).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import pickle
@@ -41,6 +42,7 @@ from pathlib import Path
 
 from .._config import MiB
 from .._inputs import Chunk, LongLines, Source, iter_chunks, read_small_file
+from .._rejects import Rejects
 from .._validate import ChunkResult, ValidateOptions, validate_chunk
 
 #: Under the work dir: the spool files of this run (regenerated every run).
@@ -120,9 +122,7 @@ class _Segments:
         if self.fd < 0 or self.size >= SEGMENT:
             self._next()
         at = self.size
-        view = memoryview(records)
-        while view:
-            view = view[os.write(self.fd, view) :]
+        _write_all(self.fd, records)
         self.size += len(records)
         return self.path, at
 
@@ -150,10 +150,7 @@ class _Segments:
         """Append ``item`` to the index in one write: a reader sees it whole or not at all
         (it reads the length first and waits for the rest)."""
         payload = pickle.dumps(item, pickle.HIGHEST_PROTOCOL)
-        data = len(payload).to_bytes(_LENGTH, "little") + payload
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self.index, view) :]
+        _write_all(self.index, len(payload).to_bytes(_LENGTH, "little") + payload)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -192,29 +189,88 @@ def spool_small_files(
 ) -> list[SpooledBlock | BaseException]:
     """In a worker: each small plain file read once, validated, its records appended to one
     segment; one block per file, or the error that file raised in its place (the caller
-    raises it in order)."""
+    raises it in order). Files are validated and written about a MiB at a time, joined
+    (see ``_validate_joined``)."""
     path = f"{base}.0000"
     out: list[SpooledBlock | BaseException] = []
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     size = 0
+    group: list[tuple[Source, Chunk]] = []
+    grouped = 0
+
+    def flush() -> None:
+        nonlocal size, grouped
+        results, joined = _validate_joined([c for _, c in group], opts)
+        if joined is not None:
+            _write_all(fd, joined)
+        for (source, chunk), result in zip(group, results, strict=True):
+            records, result.data = result.data, b""
+            if joined is None:
+                _write_all(fd, records)
+            nbytes = (source.size or 0) - chunk.offset
+            out.append(SpooledBlock(chunk.offset, nbytes, path, size, len(records), result))
+            size += len(records)
+        group.clear()
+        grouped = 0
+
     try:
         for source in sources:
             try:
                 chunk = read_small_file(source)
             except Exception as exc:  # a SourceError, or a bug: raised by the caller, in order
+                flush()
                 out.append(exc)
                 continue
-            result = validate_chunk(chunk.data, 1, opts)
-            records, result.data = result.data, b""
-            view = memoryview(records)
-            while view:
-                view = view[os.write(fd, view) :]
-            nbytes = (source.size or 0) - chunk.offset
-            out.append(SpooledBlock(chunk.offset, nbytes, path, size, len(records), result))
-            size += len(records)
+            group.append((source, chunk))
+            grouped += len(chunk.data)
+            if grouped >= _JOINED:
+                flush()
+        flush()
     finally:
         os.close(fd)
     return out
+
+
+#: Small files' bytes validated at once, joined (see ``_validate_joined``).
+_JOINED = 1 * MiB
+
+
+def _validate_joined(
+    chunks: list[Chunk], opts: ValidateOptions
+) -> tuple[list[ChunkResult], bytes | None]:
+    """Each chunk (a whole small file, lines from 1) validated; and, when every line of
+    every chunk is a record as it is, their bytes joined, which are then all the records.
+
+    One ``validate_chunk`` call over the files joined instead of one per file: per call
+    it costs about as much as validating a 30 KiB file, so for 4-64 KiB files it was a
+    third of the worker's time. Only when each file ends with a newline (joined, lines
+    stay apart) and nothing is to be collected per line (ids); if a line is not a record
+    as it is, each file is validated on its own, as before, for its own rejects."""
+    joinable = (
+        len(chunks) > 1 and not opts.collect_ids and all(c.data.endswith(b"\n") for c in chunks)
+    )
+    if joinable:
+        joined = b"".join(c.data for c in chunks)
+        whole = validate_chunk(joined, 1, opts)
+        if whole.data is joined:  # every line a record, unchanged: split the ends by file
+            results = []
+            ends = whole.ends
+            at = i = 0
+            for c in chunks:
+                stop = at + len(c.data)
+                j = bisect.bisect_right(ends, stop, i)
+                n = j - i
+                mine = [e - at for e in ends[i:j]]
+                results.append(ChunkResult(c.data, mine, range(1, n + 1), Rejects(), 0, n, None))
+                at, i = stop, j
+            return results, joined
+    return [validate_chunk(c.data, 1, opts) for c in chunks], None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class IndexReader:

@@ -282,3 +282,43 @@ def test_kill_9_while_compressed_parts_load_then_resume_exactly_once(
     done = subprocess.run(cmd, env=env, capture_output=True, timeout=120, check=False)
     assert done.returncode == 3, done.stderr.decode()
     assert_exactly_once(emulator_thread, expected)
+
+
+FILES = st.lists(st.tuples(LINES.map(lambda ls: ls[:20]), st.booleans()), min_size=1, max_size=12)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(files=FILES, joined=st.sampled_from([1, 300, 1 << 20]))
+def test_small_files_spooled_together_are_each_validated_alone(
+    tmp_path: Path,
+    files: list[tuple[list[bytes], bool]],
+    joined: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small files are validated joined when every line is a record: each file's result,
+    and the records in the spool, are what validating it alone gives."""
+    monkeypatch.setattr(spool, "_JOINED", joined)
+    run = tmp_path / f"r{time.monotonic_ns()}"
+    run.mkdir()
+    for k, (lines, end) in enumerate(files):
+        data = b"\n".join(lines) + (b"\n" if end else b"")
+        (run / f"f{k:02d}.jsonl").write_bytes(data or b"\n")
+    sources = resolve_inputs([str(run)])
+    opts = ValidateOptions()
+    got = spool.spool_small_files(sources, str(run / "t"), opts)
+    spooled = (run / "t.0000").read_bytes()
+    for src, block in zip(sources, got, strict=True):
+        assert isinstance(block, spool.SpooledBlock)
+        assert src.path is not None
+        alone = validate_chunk(src.path.read_bytes(), 1, opts)
+        r = block.result
+        assert spooled[block.at : block.at + block.length] == alone.data
+        assert (list(r.ends), list(r.line_nos), r.blank, r.lines) == (
+            list(alone.ends),
+            list(alone.line_nos),
+            alone.blank,
+            alone.lines,
+        )
+        assert [x.line for x in r.rejects] == [x.line for x in alone.rejects]
