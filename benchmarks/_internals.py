@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from bulkload._inputs import Chunk, Source, iter_chunks, resolve_inputs
 from bulkload._inputs.decompress import GZIP_BACKEND, GZIP_BACKENDS, STEP, open_stream
-from bulkload._inputs.read import _ZstdReader
 from bulkload._validate import ChunkResult, ValidateOptions, validate_chunk
 from bulkload._validate.worker import RangeResult, validate_ranges
 
@@ -22,14 +21,9 @@ __all__ = [
     "RangeResult",
     "Source",
     "ValidateOptions",
-    "ZstdReaderToday",
     "iter_chunks",
     "open_stream",
     "resolve_inputs",
     "validate_chunk",
     "validate_ranges",
 ]
-
-#: How ``.zst`` inputs are decoded today (``decompressobj`` per frame, 128 KiB reads), for
-#: comparison with ``open_stream``'s bounded reader.
-ZstdReaderToday = _ZstdReader

@@ -89,7 +89,7 @@ def dataset_rows(name: str, result: dict[str, Any]) -> list[Row]:
         lines = ceilings.get("read_lines")
         note = f"bulkload's line reader (iter_chunks): {lines['mb_s']:,.0f}" if ok(lines) else ""
         if ok(ceilings["read"]) and ceilings["read"].get("compressed"):
-            note = "compressed bytes; " + note + " decompressed (today's decoders)"
+            note = "compressed bytes; " + note + " decompressed (open_stream, one process)"
         rows.append(Row.of(name, "ceiling: read the bytes (page cache)", ceilings["read"], note))
     if "validate_1" in ceilings:
         rows.append(Row.of(name, "ceiling: validate, 1 process", ceilings["validate_1"]))

@@ -9,7 +9,7 @@
     tabular.py   Parquet and CSV rows → JSON lines; database values → their JSON form
 """
 
-from .read import check_plain_file, copy_aside, iter_chunks, line_too_long
+from .read import check_plain_file, copy_aside, iter_chunks, line_too_long, read_small_file
 from .remote import is_url, reopen
 from .resolve import check_unchanged, open_local, resolve_inputs
 from .source import Chunk, LongLines, Source, Stop, compression_of, format_of
@@ -29,6 +29,7 @@ __all__ = [
     "iter_chunks",
     "line_too_long",
     "open_local",
+    "read_small_file",
     "record_line",
     "reopen",
     "resolve_inputs",

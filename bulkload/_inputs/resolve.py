@@ -381,20 +381,30 @@ def _connect(source: Source) -> io.BufferedReader:
         sock.close()
 
 
-def check_unchanged(source: Source, now: os.stat_result | None = None) -> None:
+def check_unchanged(
+    source: Source, now: os.stat_result | None = None, *, by_name: bool = True
+) -> None:
     """After a local regular file was read to its end (``now``: its fstat, else it is
     stat'ed by name): SourceError if it is not the file the run planned for. A file cut
-    short while it was read just ends early, and its missing lines would go unnoticed."""
+    short while it was read just ends early, and its missing lines would go unnoticed.
+
+    ``by_name=False`` (with ``now``): trust the open file's fstat alone, for a file whose
+    bytes were all read at once and are not read again; the name is not stat'ed to see
+    whether it was removed or replaced since, which does not matter then."""
     if source.path is None or source.size is None:
         return  # stdin, a pipe, a remote object
     where = source.display
     again = f"rerun with {option('--restart', 'restart=True')} to load it as it is now"
-    try:
-        named = os.stat(source.path)
-    except FileNotFoundError:
-        named = None
-    if now is None and named is None:
-        raise SourceError(f"{where} was removed during the load; restore it and rerun", path=where)
+    named = None
+    if by_name or now is None:
+        try:
+            named = os.stat(source.path)
+        except FileNotFoundError:
+            named = None
+        if now is None and named is None:
+            raise SourceError(
+                f"{where} was removed during the load; restore it and rerun", path=where
+            )
     st = now or named
     assert st is not None
     if st.st_size < source.size:
@@ -403,6 +413,8 @@ def check_unchanged(source: Source, now: os.stat_result | None = None) -> None:
         problem = f"grew from {source.size:,} to {st.st_size:,} bytes during the load"
     elif st.st_mtime_ns != source.mtime_ns:
         problem = "was modified during the load (same size, new modification time)"
+    elif not by_name:
+        return
     elif named is None:
         problem, again = "was removed during the load", "restore it and rerun"
     elif (named.st_dev, named.st_ino) != (st.st_dev, st.st_ino):

@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,18 @@ from .._validate import (
 from .pool import start_pool
 from .progress import Stats
 from .shard import ShardInfo, ShardWriter
+from .spool import (
+    POLL,
+    SPOOL_DIR,
+    IndexReader,
+    Sealed,
+    SpooledBlock,
+    SpoolFiles,
+    SpoolGone,
+    spool_compressed,
+    spool_small_files,
+    with_source_rejects,
+)
 
 log = logging.getLogger("bulkload")
 #: Bytes of a rejected line kept as the example of its reason in the summary.
@@ -75,6 +88,13 @@ _RECORD_BATCH_BYTES = 4 << 20
 AUTO_WORKERS_BYTES = 256 << 20
 #: Most small files validated by one worker task (their bytes add up to a block at most).
 _FILES_PER_TASK = 1000
+#: Plain files smaller than this are read whole by a worker and copied into the spool
+#: (``spool.spool_small_files``), not sent from the input file: a piece this small cost
+#: more to reopen (for its MD5, then for its upload) than to copy once.
+SMALL_FILE = 256 << 10
+#: Decoded bytes per compressed byte assumed when deciding whether worker processes pay
+#: off (gzip -6 of JSON exports is 4-6:1, zstd a little more).
+_PACKED_RATIO = 4
 #: The shortest line that stops a run rather than being held whole (see _validated).
 _MIN_LINE_LIMIT = 64 << 20
 
@@ -120,11 +140,15 @@ class Reader:
         #: stuck in a read (and was left behind): files are touched under this lock only.
         self._lock = threading.Lock()
         self._closed = False
+        #: What worker processes decoded or gathered for the shards (with workers only).
+        self.spools = SpoolFiles(work_dir / SPOOL_DIR)
+        self._shard_writer: ShardWriter | None = None
 
     def open(self) -> None:
         # Rejects are regenerated on every run: a run re-reads its inputs from the start,
         # so the file is complete and has each bad line once. So are the long lines' files.
         shutil.rmtree(self.long_lines.directory, ignore_errors=True)
+        self.spools.reset()
         # Unbuffered: rejects are written in ~1 MiB pieces anyway, and a full disk then
         # fails in write (one clear error), never again in close.
         self._rejects = open(self.rejects_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
@@ -132,6 +156,7 @@ class Reader:
             self._dups = DuplicateFinder(self.work_dir / STATE_DIR / "duplicates")
 
     def close(self) -> None:
+        self.spools.remove_all()
         with self._lock:
             self._closed = True
             if self._dups is not None:
@@ -164,6 +189,7 @@ class Reader:
         if pool is not None:
             log.info("%d worker processes validate and hash (--workers)", workers)
         writer = self._writer(hash_inline=pool is None)
+        self._shard_writer = writer
         hashing: deque[tuple[ShardInfo, Future[str]]] = deque()
 
         def finished(shards: list[ShardInfo], *, wait: bool = False) -> None:
@@ -172,6 +198,7 @@ class Reader:
                     hand_over(shard)
                 return
             for shard in shards:
+                self.spools.made(p.path for p in shard.pieces)
                 pieces = [(str(p.path), p.offset, p.length) for p in shard.pieces]
                 hashing.append((shard, pool.submit(md5_pieces, pieces)))
             while hashing and (wait or hashing[0][1].done()):
@@ -194,7 +221,7 @@ class Reader:
                     self._note(tally)
                     tally = Tally(item.source.display)
                 tally.count(len(item.result.ends), item.result.rejects)
-                origin = None
+                origin = item.origin
                 if item.clean and self._in_place(item.source):
                     assert item.source.path is not None
                     origin = (item.source.path, item.offset)
@@ -206,6 +233,7 @@ class Reader:
             self.done = True
         except BrokenProcessPool as exc:
             writer.abort()
+            self.spools.remove_all()
             raise WorkerError(
                 "a worker process died before finishing its part (most likely the system "
                 "killed it, e.g. out of memory); rerun the same command to resume (uploaded "
@@ -214,8 +242,12 @@ class Reader:
             ) from exc
         except BaseException:
             writer.abort()
+            # Before waiting for the workers: a worker still spooling a file sees its files
+            # gone at its next block and stops, rather than decoding the file to its end.
+            self.spools.remove_all()
             raise
         finally:
+            self._shard_writer = None
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
 
@@ -263,7 +295,9 @@ class Reader:
         except AttributeError:  # not on Linux
             cores = os.cpu_count() or 1
         plain = sum(s.size or 0 for s in sources if self._in_place(s))
-        return min(cores, 8) if cores >= 2 and plain >= AUTO_WORKERS_BYTES else 0
+        packed = sum(s.size or 0 for s in sources if self._spooled(s))
+        work = plain + _PACKED_RATIO * packed
+        return min(cores, 8) if cores >= 2 and work >= AUTO_WORKERS_BYTES else 0
 
     def _in_place(self, source: Source) -> bool:
         """Whether clean blocks of ``source`` can be sent from the file itself: a local,
@@ -276,6 +310,18 @@ class Reader:
             and source.path is not None
             and bool(source.size)
             and not source.compression
+            and source.format == "jsonl"
+        )
+
+    def _spooled(self, source: Source) -> bool:
+        """Whether a worker decodes ``source`` into the spool (with workers): a local,
+        compressed JSONL regular file. Not with --keep-shards (shards then hold copies of
+        everything), nor a pipe (read here, as a stream)."""
+        return (
+            not self.cfg.keep_shards
+            and source.path is not None
+            and bool(source.size)
+            and source.compression is not None
             and source.format == "jsonl"
         )
 
@@ -299,56 +345,88 @@ class Reader:
                         raise Stop
                     result = validate_chunk(chunk.data, chunk.first_line, self.vopts)
                     clean = result.data is chunk.data
-                    result = _with_source_rejects(chunk, result)
+                    result = with_source_rejects(chunk, result)
                     nbytes = len(chunk.data) + chunk.skipped
                     yield _Validated(source, chunk.offset, nbytes, clean, result)
             return
         # Work spreads over the worker processes, results come back in input order, at most
         # 2 tasks per worker in flight (bounded memory), across file boundaries so that
         # many small files keep every worker busy. A plain file is not read here at all:
-        # workers get byte ranges (see _work), and small files go several to a task (one
-        # task per 64 KiB file spent more on the hand-off than on validating). Other sources
-        # are read here and sent whole.
-        window: deque[Callable[[], list[_Validated]]] = deque()
+        # workers get byte ranges (see _work), small files go several to a task (one task
+        # per 64 KiB file spent more on the hand-off than on validating), and the smallest
+        # are copied by the worker into the spool. A compressed file is one task, decoded
+        # by the worker into the spool. Other sources are read here and sent whole.
+        window: deque[Callable[[], Iterable[_Validated]]] = deque()
         block = self.cfg.block_size
         depth = 2 * workers
         small: list[tuple[Source, int, int, _LineCount]] = []  # whole small files, pending
+        tiny: list[Source] = []  # whole files under SMALL_FILE, pending
         small_bytes = 0
 
-        def send(entries: list[tuple[Source, int, int, _LineCount]]) -> None:
-            ranges = [(str(s.path), a, b, s.size or 0) for s, a, b, _ in entries]
-            future = pool.submit(validate_ranges, ranges, self.vopts, limit)
-            window.append(functools.partial(self._settle_ranges, entries, future))
+        def send_pending() -> None:
+            nonlocal small, tiny, small_bytes
+            if small:
+                ranges = [(str(s.path), a, b, s.size or 0) for s, a, b, _ in small]
+                future = pool.submit(validate_ranges, ranges, self.vopts, limit)
+                window.append(functools.partial(self._settle_ranges, small, future))
+            if tiny:
+                base = self.spools.new_base()
+                spooled = pool.submit(spool_small_files, tiny, base, self.vopts)
+                window.append(functools.partial(self._settle_small, tiny, base, spooled))
+            small, tiny, small_bytes = [], [], 0
+
+        def full() -> Iterator[_Validated]:
+            while len(window) >= depth:
+                yield from window.popleft()()
 
         for source in sources:
             if self.stop.is_set():
                 raise Stop
+            if self._spooled(source):
+                send_pending()
+                base = self.spools.new_base()
+                future = pool.submit(
+                    spool_compressed, source, base, self.vopts, block, limit, self.long_lines
+                )
+                window.append(functools.partial(self._settle_spooled, source, base, future))
+                yield from full()
+                continue
             if self._in_place(source):
                 assert source.size is not None
-                check_plain_file(source)
                 if source.size < block:
-                    small.append((source, 0, source.size, _LineCount()))
+                    # One kind of batch at a time, so that results keep the input order.
+                    if source.size < SMALL_FILE:
+                        if small:
+                            send_pending()
+                        tiny.append(source)
+                    else:
+                        if tiny:
+                            send_pending()
+                        check_plain_file(source)
+                        small.append((source, 0, source.size, _LineCount()))
                     small_bytes += source.size
-                    if small_bytes >= block or len(small) >= _FILES_PER_TASK:
-                        send(small)
-                        small, small_bytes = [], 0
+                    if small_bytes >= block or len(small) + len(tiny) >= _FILES_PER_TASK:
+                        send_pending()
                 else:
-                    if small:
-                        send(small)
-                        small, small_bytes = [], 0
+                    send_pending()
+                    check_plain_file(source)
                     lines = _LineCount()
                     for a in range(0, source.size, block):
                         if self.stop.is_set():
                             raise Stop
-                        send([(source, a, min(a + block, source.size), lines)])
-                        while len(window) >= depth:
-                            yield from window.popleft()()
-                while len(window) >= depth:
-                    yield from window.popleft()()
+                        b = min(a + block, source.size)
+                        ranged = pool.submit(
+                            validate_ranges,
+                            [(str(source.path), a, b, source.size)],
+                            self.vopts,
+                            limit,
+                        )
+                        entry = [(source, a, b, lines)]
+                        window.append(functools.partial(self._settle_ranges, entry, ranged))
+                        yield from full()
+                yield from full()
                 continue
-            if small:
-                send(small)
-                small, small_bytes = [], 0
+            send_pending()
             for chunk in iter_chunks(
                 source, block, max_line_bytes=limit, stop=self.stop, long_lines=self.long_lines
             ):
@@ -356,12 +434,56 @@ class Reader:
                     raise Stop
                 sent = pool.submit(validate_block, chunk.data, chunk.first_line, self.vopts)
                 window.append(functools.partial(_settle_block, source, chunk, sent))
-                while len(window) >= depth:
-                    yield from window.popleft()()
-        if small:
-            send(small)
+                yield from full()
+        send_pending()
         while window:
             yield from window.popleft()()
+
+    def _settle_spooled(
+        self, source: Source, base: str, future: Future[None]
+    ) -> Iterator[_Validated]:
+        """A compressed file's blocks as its worker writes them (see ``spool``): taken from
+        the task's index while the worker goes on; its error, if any, after the blocks
+        that came before it."""
+        index = IndexReader(base)
+        try:
+            while True:
+                item = index.take()
+                if item is None:
+                    if not future.done():
+                        wait_futures([future], timeout=POLL)
+                        if self.stop.is_set():
+                            raise Stop
+                        continue
+                    item = index.take()  # written just before the task ended
+                    if item is None:
+                        exc = future.exception()
+                        if exc is not None:
+                            raise _spool_error(exc, self.work_dir)
+                        return
+                if isinstance(item, Sealed):
+                    self._seal(item.path)
+                    continue
+                yield _spooled_block(source, item)
+        finally:
+            index.close()
+
+    def _settle_small(
+        self, sources: list[Source], base: str, future: Future[list[SpooledBlock | BaseException]]
+    ) -> Iterator[_Validated]:
+        """A task of small files copied to the spool: one block each, in order; a file's
+        error in its place."""
+        for source, item in zip(sources, future.result(), strict=True):
+            if isinstance(item, BaseException):
+                raise _spool_error(item, self.work_dir)
+            yield _spooled_block(source, item)
+        self._seal(f"{base}.0000")
+
+    def _seal(self, path: str) -> None:
+        """A spool segment is complete and every block in it was fed to the shards."""
+        writer = self._shard_writer
+        held = writer is not None and writer.holds(Path(path))
+        self.spools.seal(path, held=held)
 
     def _settle_ranges(
         self,
@@ -483,7 +605,7 @@ class Reader:
             nonlocal batch, size, first, faults
             chunk = Chunk(b"".join(batch), first, 0, faults)
             result = await asyncio.to_thread(validate_chunk, chunk.data, first, self.vopts)
-            result = _with_source_rejects(chunk, result)
+            result = with_source_rejects(chunk, result)
             shards = await asyncio.to_thread(
                 self.take, RECORDS_SOURCE, len(chunk.data), result, writer
             )
@@ -525,6 +647,8 @@ class _Validated:
     nbytes: int
     clean: bool
     result: ChunkResult
+    #: Where the records are, byte for byte, when not in ``result.data``: a spool file.
+    origin: tuple[Path, int] | None = None
 
 
 class _LineCount:
@@ -561,11 +685,30 @@ def _source_error(source: Source, a: int, lines: _LineCount, exc: BaseException)
     return exc
 
 
+def _spooled_block(source: Source, block: SpooledBlock) -> _Validated:
+    return _Validated(
+        source, block.offset, block.nbytes, False, block.result, (Path(block.path), block.at)
+    )
+
+
+def _spool_error(exc: BaseException, work_dir: Path) -> BaseException:
+    """A spooling worker's error, as the loading process raises it."""
+    if isinstance(exc, SpoolGone):
+        return Stop()
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskSpaceError(
+            f"the disk is full: cannot write decoded input to {work_dir / SPOOL_DIR} "
+            f"({_free(work_dir)} free). Free some space, or use a work dir on a bigger disk "
+            f"({option('--work-dir', 'work_dir')}), then rerun the same command to resume"
+        )
+    return exc
+
+
 def _settle_block(source: Source, chunk: Chunk, future: Future[ChunkResult]) -> list[_Validated]:
     result = future.result()
     if chunk.data and not result.data and result.ends:
         result.data = chunk.data  # the records are the block itself: not sent back
-    result = _with_source_rejects(chunk, result)
+    result = with_source_rejects(chunk, result)
     nbytes = len(chunk.data) + chunk.skipped
     return [_Validated(source, chunk.offset, nbytes, False, result)]
 
@@ -578,15 +721,6 @@ def _shift_lines(result: ChunkResult, by: int) -> ChunkResult:
         else:
             result.line_nos = [n + by for n in nos]
         result.rejects.shift(by)
-    return result
-
-
-def _with_source_rejects(chunk: Chunk, result: ChunkResult) -> ChunkResult:
-    """Put back the lines the source itself rejected (a CSV row with too many fields):
-    each held its place as a blank line, which the validator counted as blank."""
-    if chunk.rejects:
-        result.blank -= len(chunk.rejects)
-        result.rejects = result.rejects.merged(chunk.rejects)
     return result
 
 

@@ -502,6 +502,7 @@ class Run:
                 stats.bytes_confirmed += shard.bytes
                 stats.records_uploaded += shard.records
                 await asyncio.to_thread(remove_shard_file, shard)
+                await self._release(shard)
                 if self.tracker is not None and entry.request_id:
                     self.tracker.shard(shard.index, [r.path for r in shard.sources])
                     self.tracker.uploaded(shard.index, entry.request_id)
@@ -523,8 +524,16 @@ class Run:
         if self.tracker is not None:
             self.tracker.shard(shard.index, [r.path for r in shard.sources])
         if self.cfg.dry_run:
+            await self._release(shard)
             return
         await self.queue.put(shard)
+
+    async def _release(self, shard: ShardInfo) -> None:
+        """The shard is done with (uploaded, failed, skipped, or journaled by a dry run): the
+        spool files it was read from may go (see ``spool.SpoolFiles``)."""
+        spools = self.reader.spools
+        if any(spools.owns(p.path) for p in shard.pieces):
+            await asyncio.to_thread(spools.done, [p.path for p in shard.pieces])
 
     async def _worker(self, deliverer: Deliverer | None) -> None:
         while True:
@@ -544,6 +553,7 @@ class Run:
                         await deliverer.deliver(shard)
                     finally:
                         self.stats.in_flight -= 1
+                await self._release(shard)
             finally:
                 self._busy.discard(task)
 

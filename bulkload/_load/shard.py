@@ -48,6 +48,8 @@ DISK_RESERVE = 64 * MiB
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 #: Pieces go to the helper thread in batches of at least this many bytes.
 _BATCH_BYTES = 1 * MiB
+#: Pieces smaller than this are joined before they are hashed (see _hash_and_write_all).
+_JOIN = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +254,11 @@ class ShardWriter:
         finally:
             self._stop_helper()
 
+    def holds(self, path: Path) -> bool:
+        """Whether the shard being filled has a piece in ``path``."""
+        shard = self._open
+        return shard is not None and any(p.path == path for p in shard.pieces)
+
     def abort(self) -> None:
         """Close and delete the partly written shard, e.g. after an error or on cancel."""
         self._batch, self._batch_bytes = [], 0
@@ -375,8 +382,25 @@ class ShardWriter:
 
 
 def _hash_and_write_all(batch: list[tuple[_OpenShard, memoryview, bool]], hash_it: bool) -> None:
+    # Small pieces of one shard that need no write (many small files sent in place) are
+    # hashed joined: each md5.update hands the GIL over and back, which cost more than
+    # hashing a 35 KiB piece. The digest sees the same bytes in the same order.
+    joined: list[memoryview] = []
+    owner: _OpenShard | None = None
     for shard, data, write in batch:
-        _hash_and_write(shard, data, write, hash_it)
+        joinable = hash_it and not write and len(data) < _JOIN
+        if joined and (not joinable or shard is not owner):
+            assert owner is not None
+            owner.md5.update(b"".join(joined))
+            joined = []
+        if joinable:
+            joined.append(data)
+            owner = shard
+        else:
+            _hash_and_write(shard, data, write, hash_it)
+    if joined:
+        assert owner is not None
+        owner.md5.update(b"".join(joined))
 
 
 def _hash_and_write(shard: _OpenShard, data: memoryview, write: bool, hash_it: bool) -> None:

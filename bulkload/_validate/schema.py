@@ -47,13 +47,17 @@ import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import jsonschema_rs
 import msgspec
 import orjson
 
 from .._errors import ConfigError, option
+
+if TYPE_CHECKING:
+    # Imported where a schema is compiled: it adds ~8 MB to the RSS of every process that
+    # imports it (the loader, the fork server, each worker), and most loads have no schema.
+    import jsonschema_rs
 
 #: What ``schema=`` takes: the schema itself, or the path of its file.
 SchemaSource: TypeAlias = Mapping[str, Any] | str | os.PathLike[str]
@@ -142,6 +146,8 @@ def _read(path: Path, where: str) -> Any:
 
 
 def _compile(schema: dict[str, Any], where: str) -> jsonschema_rs.Validator:
+    import jsonschema_rs  # see the TYPE_CHECKING import
+
     try:
         # offline: a $ref to a URL is an error, never a download. Formats are checked
         # (draft 2020-12 makes that optional): whoever writes "format": "date-time" in a
@@ -155,6 +161,8 @@ def _compile(schema: dict[str, Any], where: str) -> jsonschema_rs.Validator:
 
 def _schema_problem(schema: dict[str, Any], exc: jsonschema_rs.ValidationError) -> str:
     """A bad schema in words: which keyword, where, and what to do."""
+    import jsonschema_rs  # see the TYPE_CHECKING import
+
     message = str(exc.message)
     if isinstance(exc.kind, jsonschema_rs.ValidationErrorKind.Referencing):
         if message.startswith("Unknown meta-schema"):
@@ -373,9 +381,7 @@ class SchemaCheck:
         failed = itertools.compress(itertools.count(), map(operator.not_, verdicts))
         return [(index, self._explain(_parse(lines[index]))) for index in failed]
 
-    def _check_lines_combined(
-        self, data: bytes, is_valid: Any
-    ) -> list[tuple[int, str]] | None:
+    def _check_lines_combined(self, data: bytes, is_valid: Any) -> list[tuple[int, str]] | None:
         """``check_lines`` with the id rule inside the validator: C from the decode to the
         verdict; only a failed record is looked at in Python (an id problem sends the block
         to the careful path, which words it; otherwise the schema is explained)."""
@@ -438,6 +444,8 @@ def _describe(error: jsonschema_rs.ValidationError, record: Any) -> list[tuple[_
     jsonschema-rs 0.61 leaves a member named ``""`` out of ``instance_path``: an error in
     such a member's value is reported at its parent (the verdict is right, the pointer
     one level short)."""
+    import jsonschema_rs  # see the TYPE_CHECKING import
+
     path = list(error.instance_path)
     kind = error.kind
     value = _value_at(record, path)
@@ -472,6 +480,8 @@ def _describe(error: jsonschema_rs.ValidationError, record: Any) -> list[tuple[_
 def _only_types(context: list[list[jsonschema_rs.ValidationError]], path: _Path) -> str:
     """For an anyOf/oneOf whose every choice failed on its type alone (the common way to
     write "string or null"), the types; else ''."""
+    import jsonschema_rs  # see the TYPE_CHECKING import
+
     names: list[str] = []
     for errors in context:
         if (

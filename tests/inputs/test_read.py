@@ -8,6 +8,7 @@ import io
 import lzma
 import os
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -323,7 +324,7 @@ def test_file_removed_after_resolving(tmp_path: Path) -> None:
 
 
 def test_io_error_is_a_source_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = touch(tmp_path / "a.jsonl", RECORDS)
+    path = touch(tmp_path / "a.jsonl", RECORDS * 100)  # over a block: read as a stream
     real_open = open
 
     class Failing(io.BufferedReader):
@@ -340,3 +341,73 @@ def test_io_error_is_a_source_error(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(inputs, "open", fake_open, raising=False)
     with pytest.raises(SourceError, match=r"read error near byte 0 \(line 1\): Input/output error"):
         chunks(path)
+
+
+def test_io_error_reading_a_small_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = touch(tmp_path / "a.jsonl", RECORDS)
+
+    def failing(fd: int, n: int, offset: int) -> bytes:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "pread", failing)
+    with pytest.raises(SourceError, match=r"read error near byte 0 \(line 1\): Input/output error"):
+        chunks(path)
+
+
+def test_a_small_file_read_whole_is_checked_like_a_streamed_one(tmp_path: Path) -> None:
+    """One read per small file: its head still tells its format, a BOM is dropped, and a
+    file that changed since it was listed is refused."""
+    src = source(touch(tmp_path / "a.jsonl", b"\xef\xbb\xbf" + RECORDS))
+    (chunk,) = iter_chunks(src, 1 << 20)
+    assert (chunk.data, chunk.first_line, chunk.offset) == (RECORDS, 1, 3)
+    assert "looks gzip-compressed" in read_error(
+        touch(tmp_path / "z.jsonl", gzip.compress(RECORDS))
+    )
+    grown = source(touch(tmp_path / "b.jsonl", RECORDS))
+    touch(tmp_path / "b.jsonl", RECORDS * 2)
+    with pytest.raises(SourceError, match="grew from 1,100 to 2,200 bytes during the load"):
+        list(iter_chunks(grown, 1 << 20))
+    same_size = source(touch(tmp_path / "c.jsonl", RECORDS))
+    os.utime(tmp_path / "c.jsonl", ns=(1, 1))
+    with pytest.raises(SourceError, match="was modified during the load"):
+        list(iter_chunks(same_size, 1 << 20))
+
+
+@pytest.mark.parametrize("kind", ["gz", "zst"])
+def test_a_file_that_expands_enormously_is_read_in_bounded_memory(
+    tmp_path: Path, kind: str
+) -> None:
+    """96 MiB of blank lines packed into a few KB: the reader holds a block at a time, not
+    what one decoder call could return (the zstd reader before ``open_stream`` held a
+    whole ``decompressobj`` call's output: 400 MB for a 12 KB file of zeros)."""
+    expanded = 96 << 20
+    packer = zstandard.ZstdCompressor().compressobj() if kind == "zst" else None
+    out = io.BytesIO()
+    writer = gzip.GzipFile(fileobj=out, mode="wb") if kind == "gz" else None
+    piece = b"\n" * (1 << 20)
+    for _ in range(expanded >> 20):
+        if writer is not None:
+            writer.write(piece)
+        else:
+            assert packer is not None
+            out.write(packer.compress(piece))
+    if writer is not None:
+        writer.close()
+    else:
+        assert packer is not None
+        out.write(packer.flush())
+    path = touch(tmp_path / f"blank.jsonl.{kind}", out.getvalue())
+    assert path.stat().st_size < expanded // 1000
+    block = 1 << 20
+    total = 0
+    tracemalloc.start()
+    try:
+        for chunk in iter_chunks(source(path), block):
+            total += len(chunk.data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == expanded
+    assert peak < 8 * block, peak

@@ -158,7 +158,10 @@ def test_a_worker_killed_mid_run_stops_the_run_with_advice_and_resume_completes(
     # The first imports hang: the reader fills the upload queue and waits while a worker
     # is killed, then goes on, and meets the broken pool.
     emu.set_faults(hang_first_n=8, hang_s=2)
-    inputs, expected = make_dataset(tmp_path)
+    # Files over reader.SMALL_FILE (~340 KB): validated in place, hashed from the files, so
+    # that the reader, slower, still has work for the pool when the uploads start (files
+    # copied whole into the spool are all hashed before the first upload).
+    inputs, expected = make_dataset(tmp_path, per_file=5000)
     cmd = loader_cmd(emu, tmp_path / "work", inputs, "--shard-records", "60")
     proc = subprocess.Popen(
         [*cmd, "--workers", "2"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE

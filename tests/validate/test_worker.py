@@ -162,7 +162,8 @@ def test_every_range_boundary_of_a_small_file(tmp_path: Path) -> None:
 
 def test_how_many_workers(tmp_path: Path) -> None:
     """The library starts none unless asked; None (the CLI's default) starts one per core,
-    at most 8, for 256 MiB or more of plain JSONL, and none for less or for other inputs."""
+    at most 8, for 256 MiB or more of plain JSONL (a compressed file counts 4 times its
+    size: a worker decodes it), and none for less or for other inputs."""
     cores = len(os.sched_getaffinity(0))
     auto = min(cores, 8) if cores >= 2 else 0
 
@@ -178,6 +179,7 @@ def test_how_many_workers(tmp_path: Path) -> None:
     assert workers(big, workers=3) == 3
     assert workers(big, workers=None) == auto
     assert workers(big[:1], workers=None) == 0  # under 256 MiB
-    assert workers([source("a.jsonl.gz", 1 << 30)], workers=None) == 0  # not plain
+    assert workers([source("a.jsonl.gz", 64 << 20)], workers=None) == auto  # ~256 MiB decoded
+    assert workers([source("a.jsonl.zst", 32 << 20)], workers=None) == 0
     assert workers([source("fifo", None)], workers=None) == 0  # a pipe
     assert workers(big, workers=None, keep_shards=True) == 0  # copies everything anyway
