@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -585,7 +586,7 @@ class Run:
             duplicate_ids=self.reader.duplicates[0] if self.reader.duplicates else None,
             records_uploaded=sum(e.records for e in uploaded),
             etag_unverified=len(unverified),
-            etag_notes=tuple(dict.fromkeys(e.etag_note or "" for e in unverified if e.etag_note)),
+            etag_notes=distinct_etag_notes(e.etag_note for e in unverified if e.etag_note),
             resent=self.resent,
             restart_needed=any(self.state.shards[i].needs_restart for i in failed),
             notes=tuple(self.reader.notes),
@@ -609,3 +610,18 @@ def _unwrap(exc: BaseException) -> BaseException:
             if not isinstance(inner, asyncio.CancelledError):
                 return _unwrap(inner)
     return exc
+
+
+#: The ETag a shard's note shows, in the words of ``Deliverer._check_etag``.
+_ETAG_SHOWN = re.compile(r"\((?:'[^']*'|\"[^\"]*\")\)")
+
+
+def distinct_etag_notes(notes: Iterable[str | None]) -> tuple[str, ...]:
+    """Each reason once, for the summary: notes that differ only in the ETag they show
+    (a store whose ETags are opaque strings gives every shard its own) are one reason,
+    told with its first ETag as the example. The manifest keeps each shard's own."""
+    kept: dict[str, str] = {}
+    for note in notes:
+        if note:
+            kept.setdefault(_ETAG_SHOWN.sub("()", note), note)
+    return tuple(kept.values())

@@ -84,6 +84,26 @@ def test_the_summary_says_once_what_protects_data_the_etag_cannot(
     assert "Content-Length" in notes[0] and "TLS" in notes[0] and "wait --results" in notes[0]
 
 
+def test_opaque_etags_that_differ_per_object_are_one_reason_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store whose ETags are not hex at all (the sink answers ``"discarded-<size>"``, as
+    GCS-style and multipart ETags differ per object): one reason, with one example ETag,
+    not one per shard; the manifest keeps each shard's own."""
+    with EmulatorThread(api_key=API_KEY, discard_bodies=True) as emu:
+        src = write_lines(tmp_path / "in.jsonl", lines())
+        argv = ["load", "products", str(src), "--work-dir", str(tmp_path / "w"),
+                "--base-url", emu.base_url, "--shard-records", "100", "--quiet"]  # fmt: skip
+        assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if "could not be checked byte for byte" in line]
+    assert len(notes) == 1 and "5 uploaded shard(s)" in notes[0]
+    assert notes[0].count("is not an MD5") == 1, notes[0]
+    shards = read_manifest(tmp_path / "w")["shards"]
+    assert all(s["etag"][:40] in s["etag_note"] for s in shards), "each note names its ETag"
+    assert len({s["etag"] for s in shards}) > 1
+
+
 def test_md5_etags_are_still_checked_and_damage_is_retried(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
