@@ -76,6 +76,16 @@ class Row:
         )
 
 
+def _pss(run: dict[str, Any]) -> str:
+    """The run's peak PSS in words, or '' (older results, no /proc PSS)."""
+    pss = run.get("peak_pss_mb")
+    return (
+        f"PSS {pss:.0f} MB (shared pages counted once; RSS counts them in every process)"
+        if pss
+        else ""
+    )
+
+
 def _outside(run: dict[str, Any]) -> str:
     """The seconds a bulkload run spent outside its own clock (start-up, exit)."""
     elapsed = run.get("bulkload_elapsed_s")
@@ -119,6 +129,7 @@ def dataset_rows(name: str, result: dict[str, Any]) -> list[Row]:
         note = ""
         if ok(e2e):
             note = f"{e2e['uploads']} shards; sink {e2e['sink_cores']:.2f} cores" + _outside(e2e)
+            note += f"; peak PSS {e2e['peak_pss_mb']:.0f} MB" if e2e.get("peak_pss_mb") else ""
         rows.append(Row.of(name, "bulkload end to end", e2e, note))
     if "bulkload_dry" in result:
         dry = result["bulkload_dry"]
@@ -388,6 +399,7 @@ def _issue14_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     f"{name}: peak RSS ≤ {RSS_LIMIT_MB:.0f} MB",
                     e2e["peak_rss_mb"] <= RSS_LIMIT_MB,
                     f"{e2e['peak_rss_mb']:.0f} MB",
+                    _pss(e2e),
                 )
             )
         https = result.get("https") or {}

@@ -101,6 +101,7 @@ def run_bulkload(
         "bulkload_elapsed_s": summary.get("elapsed"),
         "cpu_s_per_gb": run.cpu_s / (dataset.bytes / 1e9),
         "peak_rss_mb": mb(run.peak_rss),
+        "peak_pss_mb": mb(run.peak_pss),
         # RSS every ~0.5 s: a line that climbs is growth with the input, a lone high
         # point a transient buffer.
         "rss_timeline_mb": [[round(t, 1), round(mb(rss), 1)] for t, rss in run.rss_timeline],
