@@ -473,11 +473,12 @@ class Reader:
     ) -> Iterator[_Validated]:
         """A task of small files copied to the spool: one block each, in order; a file's
         error in its place."""
+        segment = Path(f"{base}.0000")  # every file's block is in it: one Path, not one each
         for source, item in zip(sources, future.result(), strict=True):
             if isinstance(item, BaseException):
                 raise _spool_error(item, self.work_dir)
-            yield _spooled_block(source, item)
-        self._seal(f"{base}.0000")
+            yield _spooled_block(source, item, segment)
+        self._seal(str(segment))
 
     def _seal(self, path: str) -> None:
         """A spool segment is complete and every block in it was fed to the shards."""
@@ -685,9 +686,15 @@ def _source_error(source: Source, a: int, lines: _LineCount, exc: BaseException)
     return exc
 
 
-def _spooled_block(source: Source, block: SpooledBlock) -> _Validated:
+def _spooled_block(source: Source, block: SpooledBlock, path: Path | None = None) -> _Validated:
+    """A spooled block as a validated one; ``path`` is ``block.path`` when the caller has it."""
     return _Validated(
-        source, block.offset, block.nbytes, False, block.result, (Path(block.path), block.at)
+        source,
+        block.offset,
+        block.nbytes,
+        False,
+        block.result,
+        (path or Path(block.path), block.at),
     )
 
 
