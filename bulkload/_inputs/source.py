@@ -48,6 +48,19 @@ class Source:
     #: ``generation:…``): an incremental load recognises it by this without reading it.
     etag: str | None = None
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Every file handed to a worker process is pickled: the dataclass's own state
+        # (a Python loop over the fields each way) and the Path's parts cost 14 µs a file,
+        # 0.27 s of CPU for 20,000 small files; this, a tuple and a str, about a tenth.
+        path = None if self.path is None else str(self.path)
+        fields = (self.compression, self.size, self.mtime_ns, self.format, self.url, self.fs)
+        return (_source, (self.display, path, *fields, self.etag))
+
+
+def _source(display: str, path: str | None, *fields: Any) -> Source:
+    """A pickled Source (see ``Source.__reduce__``)."""
+    return Source(display, None if path is None else Path(path), *fields)
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:

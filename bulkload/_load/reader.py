@@ -66,6 +66,7 @@ from .spool import (
     IndexReader,
     Sealed,
     SpooledBlock,
+    SpooledFiles,
     SpoolFiles,
     SpoolGone,
     spool_compressed,
@@ -469,12 +470,12 @@ class Reader:
             index.close()
 
     def _settle_small(
-        self, sources: list[Source], base: str, future: Future[list[SpooledBlock | BaseException]]
+        self, sources: list[Source], base: str, future: Future[SpooledFiles]
     ) -> Iterator[_Validated]:
         """A task of small files copied to the spool: one block each, in order; a file's
         error in its place."""
         segment = Path(f"{base}.0000")  # every file's block is in it: one Path, not one each
-        for source, item in zip(sources, future.result(), strict=True):
+        for source, item in zip(sources, future.result().blocks(), strict=True):
             if isinstance(item, BaseException):
                 raise _spool_error(item, self.work_dir)
             yield _spooled_block(source, item, segment)

@@ -7,6 +7,7 @@ import gzip
 import io
 import lzma
 import os
+import pickle
 import sys
 import tracemalloc
 from collections.abc import Callable
@@ -411,3 +412,31 @@ def test_a_file_that_expands_enormously_is_read_in_bounded_memory(
         tracemalloc.stop()
     assert total == expanded
     assert peak < 8 * block, peak
+
+
+@given(
+    display=st.text(min_size=1, max_size=40),
+    local=st.booleans(),
+    size=st.none() | st.integers(0, 2**40),
+    mtime=st.none() | st.integers(0, 2**62),
+    etag=st.none() | st.text(max_size=20),
+)
+def test_a_source_crosses_to_a_worker_as_it_was(
+    display: str, local: bool, size: int | None, mtime: int | None, etag: str | None
+) -> None:
+    """Sources are pickled for worker processes by a compact ``__reduce__``: every field
+    comes back, the path as a Path (or None for stdin and remote objects)."""
+    source = Source(
+        display,
+        Path("/data", display.replace("\0", "")) if local else None,
+        "gz",
+        size,
+        mtime,
+        "jsonl",
+        None if local else f"s3://bucket/{display}",
+        None,
+        etag,
+    )
+    back = pickle.loads(pickle.dumps(source))
+    assert back == source and type(back.path) is type(source.path)
+    assert (back.url, back.etag, back.fs) == (source.url, source.etag, None)

@@ -307,7 +307,7 @@ def test_small_files_spooled_together_are_each_validated_alone(
         (run / f"f{k:02d}.jsonl").write_bytes(data or b"\n")
     sources = resolve_inputs([str(run)])
     opts = ValidateOptions()
-    got = spool.spool_small_files(sources, str(run / "t"), opts)
+    got = list(spool.spool_small_files(sources, str(run / "t"), opts).blocks())
     spooled = (run / "t.0000").read_bytes()
     for src, block in zip(sources, got, strict=True):
         assert isinstance(block, spool.SpooledBlock)
