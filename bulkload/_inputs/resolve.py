@@ -101,8 +101,9 @@ def resolve_inputs(
                 sources.append(source)
             continue
         mine: dict[tuple[int, int], str] = {}  # the files this spec expanded to
-        for display in _expand(spec, stop):
-            source, key = _stat_source(display)
+        listed: dict[str, os.stat_result] = {}  # what the listing stat'ed: not again
+        for display in _expand(spec, stop, listed):
+            source, key = _stat_source(display, listed.pop(display, None))
             if key in mine:
                 log.warning(
                     "%s is the same file as %s (a link); skipped, so that it is loaded once",
@@ -123,10 +124,13 @@ def resolve_inputs(
     return sources
 
 
-def _expand(spec: str, stop: threading.Event | None) -> list[str]:
-    """The file paths one INPUT stands for, as they will be displayed."""
+def _expand(
+    spec: str, stop: threading.Event | None, listed: dict[str, os.stat_result]
+) -> list[str]:
+    """The file paths one INPUT stands for, as they will be displayed; ``listed`` gets the
+    stat of those the listing stat'ed."""
     if os.path.isdir(spec):
-        files = jsonl_files(spec, stop=stop)
+        files = jsonl_files(spec, stop=stop, listed=listed)
         if not files:
             tabular = jsonl_files(spec, TABULAR_NAME, stop=stop)
             hint = (
@@ -149,8 +153,8 @@ def _expand(spec: str, stop: threading.Event | None) -> list[str]:
     found: dict[str, None] = {}  # ordered set: `data/**` reaches a file both ways
     for match in sorted(_glob(spec, stop)):
         if os.path.isdir(match):
-            found.update(dict.fromkeys(jsonl_files(match, stop=stop)))
-        elif _regular_or_dangling(match):
+            found.update(dict.fromkeys(jsonl_files(match, stop=stop, listed=listed)))
+        elif _regular_or_dangling(match, listed):
             found.setdefault(match)
     if not found:
         raise SourceError(
@@ -161,16 +165,20 @@ def _expand(spec: str, stop: threading.Event | None) -> list[str]:
     return list(found)
 
 
-def _regular_or_dangling(path: str) -> bool:
-    """Whether a path found by a scan is taken: a regular file, or a dangling link (which
-    then fails with "no such file", as a file removed since the listing does)."""
+def _regular_or_dangling(path: str, listed: dict[str, os.stat_result] | None = None) -> bool:
+    """Whether a path found by a scan is taken: a regular file (its stat into ``listed``),
+    or a dangling link (which then fails with "no such file", as a file removed since the
+    listing does)."""
     try:
-        mode = os.stat(path).st_mode
+        st = os.stat(path)
     except FileNotFoundError:
         return True
     except OSError:
         return True  # unreadable: _stat_source says why
+    mode = st.st_mode
     if stat.S_ISREG(mode):
+        if listed is not None:
+            listed[path] = st
         return True
     log.warning(
         "%s is not a regular file (%s); skipped. Name it on the command line to read it "
@@ -230,16 +238,21 @@ def _walk(top: str, stop: threading.Event | None) -> Iterator[tuple[str, list[os
 
 
 def jsonl_files(
-    directory: str, names: re.Pattern[str] = JSONL_NAME, *, stop: threading.Event | None = None
+    directory: str,
+    names: re.Pattern[str] = JSONL_NAME,
+    *,
+    stop: threading.Event | None = None,
+    listed: dict[str, os.stat_result] | None = None,
 ) -> list[str]:
     """JSONL files (or others, by ``names``) under ``directory``, recursively, sorted by
-    path; hidden ones skipped, and so are FIFOs, sockets and devices (with a warning)."""
+    path; hidden ones skipped, and so are FIFOs, sockets and devices (with a warning).
+    ``listed`` gets each file's stat, which the listing takes anyway."""
     found: list[tuple[tuple[str, ...], str]] = []
     for root, files in _walk(directory, stop):
         rel = os.path.relpath(root, directory)
         parts = () if rel == os.curdir else tuple(rel.split(os.sep))
         for entry in files:
-            if names.search(entry.name) and _regular_or_dangling(entry.path):
+            if names.search(entry.name) and _regular_or_dangling(entry.path, listed):
                 # Sort by path components, so that "a/b/x" and "a-c/y" order by directory.
                 found.append(((*parts, entry.name), os.path.join(directory, *parts, entry.name)))
     found.sort()
@@ -310,10 +323,13 @@ def _below(base: str, stop: threading.Event | None, *, files: bool) -> list[str]
     return out
 
 
-def _stat_source(display: str) -> tuple[Source, tuple[int, int]]:
-
+def _stat_source(
+    display: str, listed: os.stat_result | None = None
+) -> tuple[Source, tuple[int, int]]:
+    """The Source of a local path, from its stat (``listed``: the listing's, taken a moment
+    ago; a file changed since is caught when it is read, as one changed later is)."""
     try:
-        st = os.stat(display)
+        st = listed or os.stat(display)
     except FileNotFoundError as exc:  # a dangling symlink, or removed since the listing
         raise SourceError(f"{display}: no such file", path=display) from exc
     except OSError as exc:
