@@ -7,7 +7,6 @@ import logging
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import forkserver
 
 from .._validate import worker
 
@@ -16,24 +15,6 @@ log = logging.getLogger("bulkload")
 POOL_START_TIMEOUT = 60.0
 #: What a worker process imports first: light on purpose (no aiohttp; a test checks).
 PRELOAD = worker.__name__
-
-
-def warm_up() -> None:
-    """Start the fork server now, while the caller goes on (importing the upload's modules,
-    listing the inputs), so that a pool started later forks its workers at once: the
-    server is a fresh Python that imports the worker's code, ~0.2 s that the load's
-    start-up otherwise waits for. If the load turns out too small for workers, the server
-    (~25 MB) idles until this process exits. Nothing here raises: the pool says why it
-    cannot start, when it starts."""
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return
-    if multiprocessing.current_process().daemon:
-        return  # it may not start processes (see Reader._workers)
-    try:
-        multiprocessing.get_context("forkserver").set_forkserver_preload([PRELOAD])
-        forkserver.ensure_running()
-    except (OSError, ValueError, RuntimeError) as exc:
-        log.debug("fork server not started ahead: %s", exc)
 
 
 def start_pool(workers: int) -> ProcessPoolExecutor | None:

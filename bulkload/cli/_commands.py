@@ -59,11 +59,6 @@ def load(args: argparse.Namespace, argv: list[str]) -> int:
     from .._runtime import one_malloc_arena
 
     one_malloc_arena()
-    if args.workers != 0 and (os.cpu_count() or 1) >= 2:
-        # Worker processes are likely: their fork server starts while the rest imports.
-        from .._load.pool import warm_up
-
-        warm_up()
 
     from .._load.loader import Loader
     from .._runtime import run_async
