@@ -197,11 +197,16 @@ def _kill_group(pid: int) -> None:
 
 
 def start(
-    cmd: list[str], *, env: dict[str, str] | None = None, **kwargs: Any
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path = PROJECT_ROOT,
+    **kwargs: Any,
 ) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (so a timeout can kill all of it)."""
+    """Start ``cmd`` in its own session (so a timeout can kill all of it), in ``cwd`` (the
+    tree whose ``bulkload`` a ``python -m bulkload`` runs)."""
     return subprocess.Popen(
-        cmd, env=env or env_with_project(), cwd=PROJECT_ROOT, start_new_session=True, **kwargs
+        cmd, env=env or env_with_project(), cwd=cwd, start_new_session=True, **kwargs
     )
 
 
@@ -242,12 +247,15 @@ def run_measured(
     timeout: float,
     env: dict[str, str] | None = None,
     stdin: IO[bytes] | None = None,
+    cwd: Path = PROJECT_ROOT,
 ) -> ProcessRun:
     """Run ``cmd``; its wall time, CPU seconds (descendants included) and the peak RSS
     of its process tree. Killed, with ``BenchTimeout``, after ``timeout`` seconds."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
-        proc = start(cmd, env=env, stdout=out, stderr=err, stdin=stdin or subprocess.DEVNULL)
+        proc = start(
+            cmd, env=env, cwd=cwd, stdout=out, stderr=err, stdin=stdin or subprocess.DEVNULL
+        )
         with RssSampler(proc.pid, tree=True) as sampler:
             (code,), cpu_s = reap([proc], time.monotonic() + timeout)
         cpu_s += sampler.grandchild_cpu
