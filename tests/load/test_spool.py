@@ -322,3 +322,42 @@ def test_small_files_spooled_together_are_each_validated_alone(
             alone.lines,
         )
         assert [x.line for x in r.rejects] == [x.line for x in alone.rejects]
+
+
+SMALL_DIRS = st.lists(
+    st.tuples(LINES.map(lambda ls: ls[:40]), st.booleans(), st.booleans()),
+    min_size=2,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(files=SMALL_DIRS, duplicates=st.booleans())
+def test_many_small_files_give_the_same_shards_and_rejects_with_workers_as_without(
+    tmp_path: Path, files: list[tuple[list[bytes], bool, bool]], duplicates: bool
+) -> None:
+    """A directory of small files (clean ones joined in a worker and told by arrays; ones
+    with rejects, blanks, CRLF, a BOM or no last newline told whole): every shard, reject
+    and repeated id is the same as when this process reads them one by one."""
+    run = tmp_path / f"r{time.monotonic_ns()}"
+    (run / "in" / "sub").mkdir(parents=True)
+    for k, (lines, end, bom) in enumerate(files):
+        data = (b"\xef\xbb\xbf" if bom else b"") + b"\n".join(lines) + (b"\n" if end else b"")
+        where = run / "in" / ("sub" if k % 2 else "") / f"f{k:02d}.jsonl"
+        where.write_bytes(data or b"\n")
+
+    def outcome(workers: int) -> tuple[object, ...]:
+        work = run / f"w{workers}"
+        result = load([str(run / "in")], work, workers=workers, dry_run=True,
+                      check_duplicates=duplicates, shard_max_records=50)  # fmt: skip
+        shards = [(s["md5"], s["records"], s["sources"]) for s in read_manifest(work)["shards"]]
+        found = (work / "duplicates.jsonl").read_bytes() if duplicates else b""
+        counts = (result.lines, result.records, result.rejected, result.blank)
+        return counts, shards, read_rejects(work), found
+
+    with_workers = outcome(2)
+    assert outcome(0) == with_workers
+    lines, records, rejected, blank = with_workers[0]  # type: ignore[misc]
+    assert records + rejected + blank == lines
