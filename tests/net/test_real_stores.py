@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
@@ -69,16 +70,21 @@ def test_a_bucket_whose_etags_are_not_md5s_loads_with_one_put_per_shard(
     assert result["etag_unverified"] == 5 and len(result["etag_notes"]) == 1
 
 
-def test_the_summary_says_once_what_protects_data_the_etag_cannot(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with EmulatorThread(api_key=API_KEY, etag_mode="sse-kms") as emu:
+def etag_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str], **emulator: Any) -> list[str]:
+    """The summary's lines about ETags after a CLI load of 5 shards into such an emulator."""
+    with EmulatorThread(api_key=API_KEY, **emulator) as emu:
         src = write_lines(tmp_path / "in.jsonl", lines())
         argv = ["load", "products", str(src), "--work-dir", str(tmp_path / "w"),
                 "--base-url", emu.base_url, "--shard-records", "100", "--quiet"]  # fmt: skip
         assert cli.main(argv) == 0
     out = capsys.readouterr().out
-    notes = [line for line in out.splitlines() if "could not be checked byte for byte" in line]
+    return [line for line in out.splitlines() if "could not be checked byte for byte" in line]
+
+
+def test_the_summary_says_once_what_protects_data_the_etag_cannot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    notes = etag_notes(tmp_path, capsys, etag_mode="sse-kms")
     assert len(notes) == 1
     assert "5 uploaded shard(s)" in notes[0] and "SSE-KMS (aws:kms)" in notes[0]
     assert "Content-Length" in notes[0] and "TLS" in notes[0] and "wait --results" in notes[0]
@@ -90,13 +96,7 @@ def test_opaque_etags_that_differ_per_object_are_one_reason_in_the_summary(
     """A store whose ETags are not hex at all (the sink answers ``"discarded-<size>"``, as
     GCS-style and multipart ETags differ per object): one reason, with one example ETag,
     not one per shard; the manifest keeps each shard's own."""
-    with EmulatorThread(api_key=API_KEY, discard_bodies=True) as emu:
-        src = write_lines(tmp_path / "in.jsonl", lines())
-        argv = ["load", "products", str(src), "--work-dir", str(tmp_path / "w"),
-                "--base-url", emu.base_url, "--shard-records", "100", "--quiet"]  # fmt: skip
-        assert cli.main(argv) == 0
-    out = capsys.readouterr().out
-    notes = [line for line in out.splitlines() if "could not be checked byte for byte" in line]
+    notes = etag_notes(tmp_path, capsys, discard_bodies=True)
     assert len(notes) == 1 and "5 uploaded shard(s)" in notes[0]
     assert notes[0].count("is not an MD5") == 1, notes[0]
     shards = read_manifest(tmp_path / "w")["shards"]
